@@ -1,0 +1,1 @@
+"""cascade-extproc: an Envoy ext_proc sidecar for response-level speculative decoding."""
