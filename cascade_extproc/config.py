@@ -1,0 +1,203 @@
+"""Typed configuration: defaults, loading from YAML, validation that names the bad key."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any
+
+import yaml
+
+from cascade_extproc.types import Api
+
+DEFAULTS_FILE = FsPath(__file__).parent / "defaults" / "config.yaml"
+
+
+class ConfigError(ValueError):
+    """A config value is missing or wrong; `key` is its dotted path."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"config key {key!r}: {message}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    base_url: str
+    # Draft providers only: the model to ask and where the sidecar's own key lives.
+    model: str = ""
+    api_key_env: str = ""
+    api_key_file: str = ""
+
+    def api_key(self) -> str | None:
+        """The sidecar's key for this provider: the mounted file wins over the environment."""
+        if self.api_key_file:
+            try:
+                key = FsPath(self.api_key_file).read_text().strip()
+            except OSError:
+                key = ""
+            if key:
+                return key
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env) or None
+        return None
+
+
+@dataclass(frozen=True)
+class ApiProviders:
+    strong: ProviderConfig
+    draft: ProviderConfig
+
+
+@dataclass(frozen=True)
+class Providers:
+    anthropic: ApiProviders
+    openai: ApiProviders
+
+    def for_api(self, api: Api) -> ApiProviders:
+        return self.anthropic if api is Api.ANTHROPIC else self.openai
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    draft_timeout_s: float = 60.0
+    verify_timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class Listen:
+    grpc: str = "127.0.0.1:50051"
+    admin: str = "127.0.0.1:9464"
+
+
+@dataclass(frozen=True)
+class Limits:
+    # Envoy buffers the whole body for us; agentic contexts reach several MB.
+    max_body_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    rules: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Config:
+    providers: Providers
+    log_level: str = "info"
+    listen: Listen = field(default_factory=Listen)
+    limits: Limits = field(default_factory=Limits)
+    cascade: CascadeConfig = field(default_factory=CascadeConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
+
+
+def _merge(base: Any, over: Any) -> Any:
+    """Deep-merge mappings; anything else (lists included) is replaced."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = _merge(base.get(k), v)
+        return out
+    return over
+
+
+def _build(cls: type, data: Any, key: str) -> Any:
+    """Build dataclass `cls` from `data`, checking types and rejecting unknown keys."""
+    if not isinstance(data, dict):
+        raise ConfigError(key or "<root>", f"expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in names:
+            raise ConfigError(_join(key, str(k)), "unknown key")
+    values = {}
+    for f in dataclasses.fields(cls):
+        sub = _join(key, f.name)
+        if f.name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(sub, "required")
+            continue
+        values[f.name] = _convert(hints[f.name], data[f.name], sub)
+    return cls(**values)
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        return _convert(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(key, f"expected a list, got {type(value).__name__}")
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and (type(value) is not tp):
+        raise ConfigError(key, f"expected {tp.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _check(cfg: Config) -> None:
+    from cascade_extproc.routing.rules import RuleSet  # routing validates its own rules
+
+    for api in Api:
+        pair = cfg.providers.for_api(api)
+        for role in ("strong", "draft"):
+            url = getattr(pair, role).base_url
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"providers.{api}.{role}.base_url", "must start with http:// or https://")
+        if not pair.draft.model:
+            raise ConfigError(f"providers.{api}.draft.model", "required for a draft provider")
+    if cfg.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError("log_level", "one of debug, info, warning, error")
+    for name in ("draft_timeout_s", "verify_timeout_s"):
+        if getattr(cfg.cascade, name) <= 0:
+            raise ConfigError(f"cascade.{name}", "must be > 0")
+    if cfg.limits.max_body_bytes < 1024:
+        raise ConfigError("limits.max_body_bytes", "must be >= 1024")
+    RuleSet.from_config(cfg.router.rules)
+
+
+def parse(data: Any) -> Config:
+    """Validate user config data (merged over the defaults) into a Config."""
+    defaults = yaml.safe_load(DEFAULTS_FILE.read_text())
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("<root>", "the config file must hold a mapping")
+    cfg = _build(Config, _merge(defaults, data), "")
+    _check(cfg)
+    return cfg
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the config file at `path` (or the defaults alone)."""
+    if path is None:
+        return parse({})
+    try:
+        data = yaml.safe_load(FsPath(path).read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError("<file>", f"{path}: not valid YAML: {exc}") from None
+    return parse(data)
+
+
+def replace_providers(cfg: Config, **urls: str) -> Config:
+    """A copy of `cfg` with base URLs swapped, e.g. anthropic_draft='http://...'."""
+    prov = cfg.providers
+    for k, url in urls.items():
+        api, role = k.split("_")
+        pair = getattr(prov, api)
+        pair = dataclasses.replace(pair, **{role: dataclasses.replace(getattr(pair, role), base_url=url)})
+        prov = dataclasses.replace(prov, **{api: pair})
+    return dataclasses.replace(cfg, providers=prov)

@@ -1,0 +1,1 @@
+"""Pure routing: request features and the ordered rule list."""
