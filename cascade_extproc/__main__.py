@@ -1,0 +1,3 @@
+from cascade_extproc.cli import main
+
+raise SystemExit(main())

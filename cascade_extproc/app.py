@@ -1,0 +1,91 @@
+"""Composition root: builds the servers from a Config and runs their lifecycle."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import aiohttp
+import grpc
+from aiohttp import web
+
+from cascade_extproc import admin
+from cascade_extproc._proto import external_processor_pb2_grpc as ep_grpc
+from cascade_extproc.config import Config
+from cascade_extproc.envoy_config import Addr
+from cascade_extproc.extproc.handler import Runtime, runtime_from
+from cascade_extproc.extproc.servicer import ExternalProcessor
+from cascade_extproc.metrics import Metrics
+
+log = logging.getLogger("cascade_extproc")
+
+
+class App:
+    """The ext_proc gRPC server and the admin HTTP server, sharing one runtime."""
+
+    def __init__(self, cfg: Config, metrics: Metrics | None = None):
+        self.cfg = cfg
+        self.metrics = metrics or Metrics()
+        self.grpc_port = 0
+        self.admin_port = 0
+        self._ready = False
+        self._runtime: Runtime | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._admin: web.AppRunner | None = None
+
+    def runtime(self) -> Runtime:
+        assert self._runtime is not None, "App.start() first"
+        return self._runtime
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        # One pooled session for all provider calls; per-call timeouts are set by the cascade.
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        self._runtime = runtime_from(cfg, self._session)
+        limit = cfg.limits.max_body_bytes + 1024 * 1024  # the body plus the message around it
+        self._grpc = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ])
+        ep_grpc.add_ExternalProcessorServicer_to_server(
+            ExternalProcessor(self.runtime, self.metrics), self._grpc)
+        grpc_addr = Addr.parse(cfg.listen.grpc)
+        self.grpc_port = self._grpc.add_insecure_port(str(grpc_addr))
+        await self._grpc.start()
+        self._admin = web.AppRunner(admin.build(self.metrics, lambda: self._ready), access_log=None)
+        await self._admin.setup()
+        admin_addr = Addr.parse(cfg.listen.admin)
+        site = web.TCPSite(self._admin, admin_addr.host, admin_addr.port)
+        await site.start()
+        self.admin_port = site._server.sockets[0].getsockname()[1]  # the real port when 0 was asked
+        self._ready = True
+        log.info("ext_proc gRPC on %s:%d, admin on http://%s:%d",
+                 grpc_addr.host, self.grpc_port, admin_addr.host, self.admin_port)
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        self._ready = False
+        if self._grpc:
+            await self._grpc.stop(grace_s)
+        if self._admin:
+            await self._admin.cleanup()
+        if self._session:
+            await self._session.close()
+
+
+async def wait_for_signal() -> None:
+    """Return on SIGINT or SIGTERM."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def serve(cfg: Config) -> None:
+    app = App(cfg)
+    await app.start()
+    try:
+        await wait_for_signal()
+    finally:
+        await app.stop()

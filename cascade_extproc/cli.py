@@ -1,0 +1,129 @@
+"""Command line: serve, up, route, sim, envoy-config."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from typing import Any
+
+import yaml
+
+from cascade_extproc import config as config_mod
+from cascade_extproc.config import ConfigError
+
+
+def _load(path: str | None) -> config_mod.Config:
+    try:
+        return config_mod.load(path)
+    except ConfigError as exc:
+        print(f"cascade-extproc: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from cascade_extproc.app import serve
+
+    cfg = _load(args.config)
+    _setup_logging(cfg.log_level)
+    asyncio.run(serve(cfg))
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from cascade_extproc.stack import up
+
+    cfg = _load(args.config)
+    _setup_logging(cfg.log_level)
+    return asyncio.run(up(cfg, listen=args.listen, admin=args.admin, force_sim=args.sim))
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from cascade_extproc.codecs import CodecError, parse_request
+    from cascade_extproc.routing.features import extract
+    from cascade_extproc.routing.rules import RuleSet
+    from cascade_extproc.types import Api
+
+    cfg = _load(args.config)
+    rules = RuleSet.from_config(cfg.router.rules)
+    stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+    with stream:
+        for n, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            raw = line.strip().encode()
+            api = Api(args.api)
+            out: dict[str, Any] = {"line": n}
+            try:
+                req = parse_request(api, raw, {})
+            except CodecError as exc:
+                out.update(path="direct", rule="unparsed-body", error=str(exc), features={})
+            else:
+                d = rules.decide(extract(req, len(raw)))
+                out.update(path=str(d.route), rule=d.rule, features=d.features)
+            print(json.dumps(out), flush=True)
+    return 0
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from cascade_extproc import sim
+
+    logging.basicConfig(level="INFO", stream=sys.stderr)
+    return sim.main(args)
+
+
+def cmd_envoy_config(args: argparse.Namespace) -> int:
+    from cascade_extproc import envoy_config
+    from cascade_extproc.envoy_config import Addr
+
+    cfg = _load(args.config)
+    boot = envoy_config.build(cfg, listen=Addr.parse(args.listen), grpc=Addr.parse(cfg.listen.grpc),
+                              admin=Addr.parse(args.envoy_admin))
+    print(envoy_config.HEADER + yaml.safe_dump(boot, sort_keys=False), end="")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cascade-extproc", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the ext_proc gRPC server and the admin server")
+    s.add_argument("--config", help="YAML config file (merged over the defaults)")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("up", help="run the whole local stack: Envoy, server, simulated providers")
+    s.add_argument("--config")
+    s.add_argument("--listen", default="127.0.0.1:10000", help="client port (HOST:PORT)")
+    s.add_argument("--admin", default=None, help="admin HTTP address (default: from config)")
+    s.add_argument("--sim", action="store_true", help="use simulated providers even if keys are set")
+    s.set_defaults(func=cmd_up)
+
+    s = sub.add_parser("route", help="print the router's decision for requests (JSON lines)")
+    s.add_argument("file", help="file of JSON requests, one per line, or - for stdin")
+    s.add_argument("--config")
+    s.add_argument("--api", choices=["anthropic", "openai"], default="anthropic")
+    s.set_defaults(func=cmd_route)
+
+    from cascade_extproc import sim
+
+    s = sub.add_parser("sim", help="run SIMULATED Anthropic and OpenAI providers (no real model)")
+    sim.add_arguments(s)
+    s.set_defaults(func=cmd_sim)
+
+    s = sub.add_parser("envoy-config", help="print the Envoy bootstrap for a config")
+    s.add_argument("--config")
+    s.add_argument("--listen", default="127.0.0.1:10000")
+    s.add_argument("--envoy-admin", default="127.0.0.1:9901")
+    s.set_defaults(func=cmd_envoy_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args)

