@@ -71,6 +71,7 @@ async def up(cfg: Config, *, listen: str, admin: str | None, force_sim: bool) ->
         await app.stop()
         for sim in sims:
             await sim.stop()
+        print("cascade-extproc stopped", flush=True)
 
 
 def _print_banner(listen: Addr, admin_host: str, admin_port: int, simulated: bool) -> None:

@@ -12,6 +12,7 @@ from cascade_extproc._proto import external_processor_pb2 as ep
 from cascade_extproc.codecs import anthropic, openai, sse
 from cascade_extproc.config import Config
 from cascade_extproc.extproc import mutations
+from cascade_extproc.headers import ROUTE_HEADER
 from cascade_extproc.metrics import Metrics
 from cascade_extproc.providers import API_PATH, HttpProvider
 from cascade_extproc.routing.features import extract
@@ -101,7 +102,7 @@ class Exchange:
         body = codecs.dumps(codec.with_model(req.body, draft.model))
         query = urlsplit(self.headers.get(":path", "")).query
         path = urlsplit(draft.base_url).path.rstrip("/") + API_PATH[req.api] + (f"?{query}" if query else "")
-        headers = {mutations.ROUTE_HEADER: f"draft-{req.api}", ":path": path, **_draft_auth(req, draft_key)}
+        headers = {ROUTE_HEADER: f"draft-{req.api}", ":path": path, **_draft_auth(req, draft_key)}
         remove = [h for h in CLIENT_CREDENTIALS if h not in headers]
         return mutations.reroute_body(body, headers, remove)
 

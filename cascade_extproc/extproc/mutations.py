@@ -3,11 +3,9 @@ from __future__ import annotations
 
 from cascade_extproc._proto import core_pb2, external_processor_pb2 as ep, http_status_pb2
 from cascade_extproc._proto import processing_mode_pb2
+from cascade_extproc.headers import METADATA_NAMESPACE, PATH_HEADER
 from cascade_extproc.types import Path
 
-PATH_HEADER = "x-cascade-path"
-ROUTE_HEADER = "x-cascade-route"
-METADATA_NAMESPACE = "cascade"  # Envoy turns it into the x-cascade-path response header
 
 _OVERWRITE = core_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 

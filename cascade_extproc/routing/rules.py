@@ -106,7 +106,7 @@ def _parse_condition(feature: str, spec: Any, key: str) -> list[Condition]:
             if not isinstance(arg, list):
                 raise ConfigError(k, "expected a list")
             members = frozenset(arg)
-            test = (lambda v: v in members) if op == "in" else (lambda v: v not in members)
+            test = (lambda v, m=members: v in m) if op == "in" else (lambda v, m=members: v not in m)
             out.append(Condition(feature, op, arg, test))
         elif op == "matches":
             try:

@@ -1,0 +1,54 @@
+"""The committed Envoy bootstrap is current, and real Envoy accepts what we generate."""
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from cascade_extproc import cli, config, envoy_config
+from cascade_extproc.envoy_config import Addr
+from cascade_extproc.envoy_proc import envoy_binary
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_committed_envoy_yaml_is_current(capsys):
+    assert cli.main(["envoy-config"]) == 0
+    assert capsys.readouterr().out == (ROOT / "envoy" / "envoy.yaml").read_text(), \
+        "envoy/envoy.yaml is stale: run `cascade-extproc envoy-config > envoy/envoy.yaml`"
+
+
+def test_envoy_validates_the_committed_bootstrap():
+    out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(ROOT / "envoy" / "envoy.yaml")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_llm_traffic_limits_are_set():
+    cfg = config.load()
+    boot = envoy_config.build(cfg, listen=Addr("127.0.0.1", 1), grpc=Addr("127.0.0.1", 2),
+                              admin=Addr("127.0.0.1", 3))
+    listener = boot["static_resources"]["listeners"][0]
+    assert listener["per_connection_buffer_limit_bytes"] == cfg.limits.max_body_bytes  # no 413 at 1 MiB
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    ext = hcm["http_filters"][0]["typed_config"]
+    assert ext["failure_mode_allow"] is True
+    wait = float(ext["message_timeout"].rstrip("s"))
+    assert wait > cfg.cascade.draft_timeout_s + cfg.cascade.verify_timeout_s  # not 200 ms
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    assert all(float(r["route"]["timeout"].rstrip("s")) >= 600 for r in routes)  # not 15 s
+    # https upstreams get TLS with SNI; the draft route needs the internal header.
+    clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
+    assert clusters["strong_anthropic"]["transport_socket"]["typed_config"]["sni"] == "api.anthropic.com"
+    assert routes[0]["match"]["headers"][0]["name"] == "x-cascade-route"
+
+
+def test_base_url_paths_become_rewrites(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"providers": {"anthropic": {"strong": {"base_url": "http://llm-proxy.internal:8080/proxy/anthropic"}}}}))
+    boot = envoy_config.build(config.load(path), listen=Addr("127.0.0.1", 1), grpc=Addr("127.0.0.1", 2),
+                              admin=Addr("127.0.0.1", 3))
+    hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    strong = [r for r in hcm["route_config"]["virtual_hosts"][0]["routes"] if r["name"] == "strong-anthropic"][0]
+    assert strong["route"]["prefix_rewrite"] == "/proxy/anthropic/"
+    assert strong["route"]["host_rewrite_literal"] == "llm-proxy.internal:8080"
