@@ -29,7 +29,8 @@ STRONG_HEADERS = {
     Api.ANTHROPIC: ("x-api-key", "authorization", "anthropic-version", "anthropic-beta"),
     Api.OPENAI: ("authorization", "openai-organization", "openai-project"),
 }
-CLIENT_CREDENTIALS = ("x-api-key", "authorization")
+# The client's identity at the strong provider: never sent to the draft provider.
+CLIENT_CREDENTIALS = ("x-api-key", "authorization", "openai-organization", "openai-project")
 DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 
 

@@ -15,7 +15,7 @@ CHARS_PER_TOKEN = 4
 _CODE = re.compile(r"```|^\s*(def|class|function|import|#include|SELECT)\b", re.MULTILINE)
 
 # Names and types of every feature, so rule conditions can be validated at config load.
-FEATURES: dict[str, type | tuple[type, ...]] = {
+FEATURES: dict[str, type] = {
     "api": str,
     "model": str,
     "stream": bool,

@@ -100,11 +100,14 @@ def _parse_condition(feature: str, spec: Any, key: str) -> list[Condition]:
     for op, arg in spec.items():
         k = f"{key}.{op}"
         if op in _COMPARE:
+            _check_type(feature, arg, k)
             fn = _COMPARE[op]
             out.append(Condition(feature, op, arg, lambda v, fn=fn, arg=arg: fn(v, arg)))
         elif op in ("in", "not_in"):
             if not isinstance(arg, list):
                 raise ConfigError(k, "expected a list")
+            for i, item in enumerate(arg):
+                _check_type(feature, item, f"{k}[{i}]")
             members = frozenset(arg)
             test = (lambda v, m=members: v in m) if op == "in" else (lambda v, m=members: v not in m)
             out.append(Condition(feature, op, arg, test))
@@ -117,3 +120,14 @@ def _parse_condition(feature: str, spec: Any, key: str) -> list[Condition]:
         else:
             raise ConfigError(k, "unknown operator; use eq ne lt le gt ge in not_in matches")
     return out
+
+
+def _check_type(feature: str, value: Any, key: str) -> None:
+    """A condition value must have its feature's type, or the rule could silently never match."""
+    expected = FEATURES[feature]
+    if expected is int:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, expected)
+    if not ok:
+        raise ConfigError(key, f"feature {feature!r} is {expected.__name__}, got {value!r}")

@@ -102,12 +102,14 @@ def test_skipped_rewrites_model_route_path_and_credentials(tmp_path):
 
 def test_openai_skipped_uses_bearer_draft_key(tmp_path):
     async def scenario(app, sims):
-        return await exchange(app, headers_msg("/openai/v1/chat/completions"),
+        return await exchange(app, headers_msg("/openai/v1/chat/completions", **{
+                                  "openai-organization": "org-client", "openai-project": "proj-client"}),
                               body_msg({"model": "gpt-5", "messages": [{"role": "user", "content": "hi"}]}))
     _, body = run(tmp_path, {}, scenario)
     hs = set_headers(body.request_body.response)
     assert hs["authorization"] == f"Bearer {DRAFT_KEY}" and hs[":path"] == "/v1/chat/completions"
-    assert "x-api-key" in body.request_body.response.header_mutation.remove_headers
+    removed = body.request_body.response.header_mutation.remove_headers
+    assert {"x-api-key", "openai-organization", "openai-project"} <= set(removed)
 
 
 def test_non_model_calls_skip_the_body(tmp_path):
