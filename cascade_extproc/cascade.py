@@ -5,20 +5,25 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cascade_extproc import verify
-from cascade_extproc.codecs import anthropic, openai
+from cascade_extproc.codecs import anthropic, dumps, openai, provenance, splice
 from cascade_extproc.providers import ProviderError
 from cascade_extproc.types import Api, Path, Request, Response
 
+CODECS = {Api.ANTHROPIC: anthropic, Api.OPENAI: openai}
+
 
 class Provider(Protocol):
-    async def complete(self, body: dict[str, Any], headers: dict[str, str],
+    api: Api
+
+    async def complete(self, body: bytes | dict[str, Any], headers: dict[str, str],
                        timeout_s: float) -> Response: ...
 
 
 class CascadeError(Exception):
-    def __init__(self, stage: str, cause: Exception):
+    def __init__(self, stage: str, cause: Exception | str, draft: Response | None = None):
         super().__init__(f"{stage}: {cause}")
         self.stage = stage  # "draft" or "verify": the metric's fallback reason
+        self.draft = draft  # the unverified draft, when verification is what failed
 
 
 @dataclass
@@ -42,20 +47,53 @@ class CascadeCall:
     verify_timeout_s: float
 
 
+def draft_body(req: Request, draft_api: Api, model: str, stream: bool = False) -> bytes:
+    """The request for the draft: the client's own bytes with the model swapped, or a translation
+    (which streams when `stream`; the client's bytes keep the client's choice)."""
+    if draft_api is req.api:
+        raw = req.raw
+        if req.api is Api.ANTHROPIC and provenance.might_need_changes(raw):
+            fixed = provenance.for_draft(req.body)
+            raw = dumps(fixed) if fixed is not None else raw
+        return splice.replace_value(raw, "model", model)
+    neutral = CODECS[req.api].decode_request(req.body)
+    neutral.model, neutral.stream = model, stream
+    return dumps(CODECS[draft_api].encode_request(neutral))
+
+
+def strong_body(req: Request) -> bytes:
+    """The client's bytes, unless the history holds blocks the strong provider would refuse."""
+    if req.api is Api.ANTHROPIC and provenance.might_need_changes(req.raw):
+        fixed = provenance.for_strong(req.body)
+        if fixed is not None:
+            return dumps(fixed)
+    return req.raw
+
+
+def verify_body(req: Request, draft: Response, nonce: str) -> bytes:
+    """The client's request, byte for byte, with one user turn appended: the prompt cache holds."""
+    text = verify.instruction(draft, nonce)
+    message = {"role": "user", "content": [{"type": "text", "text": text}]} \
+        if req.api is Api.ANTHROPIC else {"role": "user", "content": text}
+    return splice.append_message(strong_body(req), message)
+
+
 async def run(req: Request, call: CascadeCall) -> Outcome:
-    codec = anthropic if req.api is Api.ANTHROPIC else openai
-    draft_body = codec.with_model(req.body, call.draft_model, stream=False)
     try:
-        draft = await call.draft.complete(draft_body, call.draft_headers, call.draft_timeout_s)
+        draft = await call.draft.complete(draft_body(req, call.draft.api, call.draft_model),
+                                          call.draft_headers, call.draft_timeout_s)
     except ProviderError as exc:
         raise CascadeError("draft", exc) from exc
+    provenance.tag_response(draft)
     nonce = verify.new_nonce()
-    verify_body = codec.with_user_text(codec.with_model(req.body, req.model, stream=False),
-                                       verify.instruction(draft, nonce))
     try:
-        verdict = await call.strong.complete(verify_body, call.strong_headers, call.verify_timeout_s)
+        verdict = await call.strong.complete(verify_body(req, draft, nonce), call.strong_headers,
+                                             call.verify_timeout_s)
     except ProviderError as exc:
-        raise CascadeError("verify", exc) from exc
-    if verify.accepted(verdict, nonce):
+        raise CascadeError("verify", exc, draft) from exc
+    judged = verify.judge(verdict, nonce)
+    if judged is verify.Verdict.ACCEPT:
         return Outcome(Path.ACCEPTED, draft, draft, verdict)
-    return Outcome(Path.ENHANCED, verdict, draft, verdict)
+    if judged is verify.Verdict.ANSWER:
+        return Outcome(Path.ENHANCED, verdict, draft, verdict)
+    raise CascadeError("verify", "unusable verdict", draft)

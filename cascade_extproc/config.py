@@ -27,10 +27,15 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class ProviderConfig:
     base_url: str
+    # The API the provider speaks: "anthropic" or "openai"; empty means the client's own.
+    format: str = ""
     # Draft providers only: the model to ask and where the sidecar's own key lives.
     model: str = ""
     api_key_env: str = ""
     api_key_file: str = ""
+
+    def api(self, client_api: Api) -> Api:
+        return Api(self.format) if self.format else client_api
 
     def api_key(self) -> str | None:
         """The sidecar's key for this provider: the mounted file wins over the environment."""
@@ -65,6 +70,9 @@ class Providers:
 class CascadeConfig:
     draft_timeout_s: float = 60.0
     verify_timeout_s: float = 120.0
+    # When verification fails (error, timeout, unusable verdict): "fallback" sends the original
+    # request to the strong model; "serve_draft" answers with the unverified draft.
+    on_verify_failure: str = "fallback"
 
 
 @dataclass(frozen=True)
@@ -157,6 +165,11 @@ def _check(cfg: Config) -> None:
             url = getattr(pair, role).base_url
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"providers.{api}.{role}.base_url", "must start with http:// or https://")
+        if pair.strong.format not in ("", str(api)):
+            raise ConfigError(f"providers.{api}.strong.format", f"must be {api}: the strong provider "
+                              "gets the client's own request")
+        if pair.draft.format not in ("", "anthropic", "openai"):
+            raise ConfigError(f"providers.{api}.draft.format", "one of anthropic, openai")
         if not pair.draft.model:
             raise ConfigError(f"providers.{api}.draft.model", "required for a draft provider")
     if cfg.log_level.lower() not in ("debug", "info", "warning", "error"):
@@ -164,6 +177,8 @@ def _check(cfg: Config) -> None:
     for name in ("draft_timeout_s", "verify_timeout_s"):
         if getattr(cfg.cascade, name) <= 0:
             raise ConfigError(f"cascade.{name}", "must be > 0")
+    if cfg.cascade.on_verify_failure not in ("fallback", "serve_draft"):
+        raise ConfigError("cascade.on_verify_failure", "one of fallback, serve_draft")
     if cfg.limits.max_body_bytes < 1024:
         raise ConfigError("limits.max_body_bytes", "must be >= 1024")
     RuleSet.from_config(cfg.router.rules)

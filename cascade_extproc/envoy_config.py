@@ -92,8 +92,12 @@ def _routes(cfg: Config) -> list[dict[str, Any]]:
     return routes
 
 
+# How long Envoy waits for each answer from the server. Short, so a hung server costs little;
+# a cascade extends it (override_message_timeout) up to max_message_timeout.
+MESSAGE_TIMEOUT_S = 5
+
+
 def _ext_proc(cfg: Config) -> dict[str, Any]:
-    # Envoy must wait for a whole cascade (draft + verify) before giving up on the server.
     wait_s = int(cfg.cascade.draft_timeout_s + cfg.cascade.verify_timeout_s) + 10
     return {
         "name": "envoy.filters.http.ext_proc",
@@ -102,7 +106,7 @@ def _ext_proc(cfg: Config) -> dict[str, Any]:
             "grpc_service": {"envoy_grpc": {"cluster_name": "extproc",
                                             "max_receive_message_length": cfg.limits.max_body_bytes}},
             "failure_mode_allow": True,  # a dead sidecar must not take the app's LLM calls with it
-            "message_timeout": f"{wait_s}s",
+            "message_timeout": f"{MESSAGE_TIMEOUT_S}s",
             "max_message_timeout": f"{wait_s}s",
             "allow_mode_override": True,
             "processing_mode": {

@@ -4,8 +4,29 @@ Loopback aiohttp servers speaking the Anthropic Messages API and the OpenAI Chat
 Completions API, JSON and SSE. `cascade-extproc up` uses them when no real keys are
 configured; the tests use them as fake upstreams. Same request -> same answer.
 
-Imports nothing else from cascade_extproc on purpose: it is written against the public
-wire formats, so it independently checks our codecs.
+Requests are validated like the real APIs do (sim_validate.py), including thinking signatures
+(only this provider's are accepted) and tool call/result pairing, so a test catches the sidecar
+sending something a real provider would refuse.
+
+Behaviour:
+- Anthropic `thinking` enabled: the reply starts with a thinking block signed by this provider
+  (see sim_validate.thinking_signature). OpenAI `reasoning_effort` (not "none"): the message
+  carries `reasoning_content`, as DeepSeek's does. Reasoning tokens count as output tokens.
+- A verification request (the last user message contains `[cascade-verify nonce=X]`) is
+  answered `ACCEPT X`, X from the first such marker in that message.
+
+Directives, in the last user text (the verifier's turn excluded):
+- `sim:tool=NAME`     call tool NAME (when offered) instead of answering in text.
+- `sim:say=TEXT`      the reply text is exactly TEXT (to the end of the line), not the
+                      "Simulated reply from ..." text; with sim:tool it precedes the call.
+- `sim:redact`        with thinking enabled, a redacted_thinking block instead of a thinking one.
+- `sim:gullible`      a verifier fooled by injection: it answers `ACCEPT X` with the LAST
+                      `[cascade-verify nonce=X]` or `ACCEPT X` (hex X) in the last user message.
+and in any user text, including the verifier's turn:
+- `sim:reject`        the verifier rejects: it answers the conversation itself instead.
+
+Imports nothing else from cascade_extproc but its sibling sim_validate, on purpose: it is
+written against the public wire formats, so it independently checks our codecs.
 """
 from __future__ import annotations
 
@@ -21,13 +42,20 @@ from typing import Any, Iterator
 
 from aiohttp import web
 
+from cascade_extproc.sim_validate import (BadRequest, check_anthropic, check_openai, need, redacted_prefix,
+                                          thinking_enabled, thinking_signature)
+
 log = logging.getLogger(__name__)
 
 CREATED = 1_700_000_000  # fixed OpenAI `created`, so responses are reproducible
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 _PIECE_RE = re.compile(r"\s*(?:\w+|[^\w\s])")  # one token with its leading whitespace
 _VERIFY_RE = re.compile(r"\[cascade-verify nonce=([0-9a-fA-F]+)\]")
+# The sidecar's verify turn is a text that starts with the marker; a marker elsewhere is just text.
+_VERIFY_TURN_RE = re.compile(r"\A\[cascade-verify nonce=([0-9a-fA-F]+)\]")
+_ACCEPT_RE = re.compile(r"\bACCEPT\s+([0-9a-fA-F]+)\b")
 _TOOL_RE = re.compile(r"sim:tool=([\w.-]+)")
+_SAY_RE = re.compile(r"sim:say=([^\r\n]*)")
 _WORDS = ("amber basin cedar delta ember fjord glacier harbor island juniper kelp lagoon meadow "
           "nebula orchid prairie quartz river summit tundra umber valley willow yarrow zephyr "
           "anchor beacon canyon dune estuary forest grove horizon").split()
@@ -53,15 +81,6 @@ class Recorded:
     json: Any | None
 
 
-class _BadRequest(Exception):
-    pass
-
-
-def _need(ok: Any, message: str) -> None:
-    if not ok:
-        raise _BadRequest(message)
-
-
 def _ntok(text: str) -> int:
     return len(_TOKEN_RE.findall(text))
 
@@ -81,6 +100,7 @@ class _Conv:
     tools: list[tuple[str, str, dict]]  # (name, description, JSON schema)
     tool_choice: str | None             # None = auto, "none", "" = any tool, else a tool name
     turns: list[_Turn] = field(default_factory=list)
+    tail: list[str] = field(default_factory=list)  # texts of the final message, if a user one
 
     def add(self, role: str, texts: list[str], extras: list[str]) -> None:
         # Consecutive same-role messages are one turn: Anthropic merges them, and
@@ -121,6 +141,7 @@ def _anthropic_conv(body: dict) -> _Conv:
         extras = [s for b in blocks if b["type"] == "tool_result" for s in _texts(b.get("content"))]
         extras += [json.dumps(b["input"]) for b in blocks if b["type"] == "tool_use"]
         conv.add(m["role"], texts, extras)
+        conv.tail = texts if m["role"] == "user" else []
     return conv
 
 
@@ -137,6 +158,7 @@ def _openai_conv(body: dict) -> _Conv:
             conv.add("user", [], texts)
         else:
             conv.add(role, texts, [c["function"]["arguments"] for c in m.get("tool_calls") or []])
+        conv.tail = texts if role == "user" else []
     return conv
 
 
@@ -146,8 +168,11 @@ def _openai_conv(body: dict) -> _Conv:
 class _Answer:
     text: str = ""
     tool: tuple[str, dict] | None = None  # (name, input)
-    output_tokens: int = 0
+    output_tokens: int = 0  # thinking included
     stop: str = "end_turn"  # Anthropic vocabulary; _FINISH maps it for OpenAI
+    thinking: str = ""
+    thinking_tokens: int = 0
+    redacted: bool = False  # Anthropic: send the thinking as a redacted_thinking block
 
 
 def _without_verification(conv: _Conv) -> _Conv:
@@ -155,7 +180,7 @@ def _without_verification(conv: _Conv) -> _Conv:
     out = _Conv(conv.system, conv.tools, conv.tool_choice,
                 [_Turn(t.role, list(t.texts), list(t.extras)) for t in conv.turns])
     last = out.last_user()
-    last.texts = [s for s in last.texts if not _VERIFY_RE.search(s)]
+    last.texts = [s for s in last.texts if not _VERIFY_TURN_RE.match(s)]
     if not last.texts and not last.extras:
         out.turns.remove(last)
     return out
@@ -190,12 +215,47 @@ def _text_answer(text: str, max_tokens: int | None) -> _Answer:
     return _Answer(text[:ends[max_tokens - 1]], output_tokens=max_tokens, stop="max_tokens")
 
 
-def _answer(conv: _Conv, model: str, max_tokens: int | None) -> _Answer:
-    nonce = _VERIFY_RE.search("\n".join(conv.last_user().texts))
-    if nonce:
-        if not any("sim:reject" in s for t in conv.turns if t.role == "user" for s in t.texts):
-            return _text_answer(f"ACCEPT {nonce.group(1)}", max_tokens)
-        conv = _without_verification(conv)
+def _thinking_text(model: str, seed_text: str) -> str:
+    seed = hashlib.sha256(("thinking:" + model + seed_text).encode()).digest()
+    rng = random.Random(int.from_bytes(seed, "big"))
+    words = " ".join(rng.choice(_WORDS) for _ in range(8 + seed[0] % 4))
+    return f"Simulated reasoning by {model}: weigh {words}, then answer."
+
+
+def _verdict_nonce(text: str, gullible: bool) -> str:
+    """The nonce a verifier accepts with: the first marker, or (gullible) the last marker or ACCEPT."""
+    if not gullible:
+        return _VERIFY_RE.search(text).group(1)  # type: ignore[union-attr]
+    hits = [*_VERIFY_RE.finditer(text), *_ACCEPT_RE.finditer(text)]
+    return max(hits, key=lambda m: m.start()).group(1)
+
+
+def _verify_turn(conv: "_Conv") -> str:
+    """The sidecar's verify text in the final user message, or ''."""
+    return next((t for t in conv.tail if _VERIFY_TURN_RE.match(t)), "")
+
+
+def _answer(conv: _Conv, model: str, max_tokens: int | None, *, think: bool = False) -> _Answer:
+    tail = _verify_turn(conv)
+    verifying = bool(tail)
+    own = _without_verification(conv) if verifying else conv
+    last = own.last_user()
+    last_text = "\n".join(last.texts)
+    thinking = _thinking_text(model, last_text or "\n".join(last.extras)) if think else ""
+    n_think = _ntok(thinking)
+    rest = None if max_tokens is None else max_tokens - n_think
+    if rest is not None and rest <= 0:  # out of tokens while still thinking
+        ans, thinking, n_think = _Answer(stop="max_tokens"), _text_answer(thinking, max_tokens).text, max_tokens
+    elif verifying and not any("sim:reject" in s for t in conv.turns if t.role == "user" for s in t.texts):
+        ans = _text_answer(f"ACCEPT {_verdict_nonce(tail, 'sim:gullible' in last_text)}", rest)
+    else:
+        ans = _model_answer(own, model, rest)
+    ans.thinking, ans.thinking_tokens, ans.redacted = thinking, n_think, "sim:redact" in last_text
+    ans.output_tokens += n_think
+    return ans
+
+
+def _model_answer(conv: _Conv, model: str, max_tokens: int | None) -> _Answer:
     last = conv.last_user()
     last_text = "\n".join(last.texts)
     names = [name for name, _, _ in conv.tools]
@@ -204,79 +264,16 @@ def _answer(conv: _Conv, model: str, max_tokens: int | None) -> _Answer:
         tool = conv.tool_choice or names[0]
     elif names and conv.tool_choice is None and (m := _TOOL_RE.search(last_text)) and m.group(1) in names:
         tool = m.group(1)
+    say = _SAY_RE.search(last_text)
     if tool is None:  # after a tool call the last user turn is only its result: seed on that
-        return _text_answer(_reply_text(model, last_text or "\n".join(last.extras)), max_tokens)
+        text = say.group(1) if say else _reply_text(model, last_text or "\n".join(last.extras))
+        return _text_answer(text, max_tokens)
+    lead = _text_answer(say.group(1), max_tokens) if say else _Answer()
     args = _schema_input(next(s for n, _, s in conv.tools if n == tool))
     n = _ntok(json.dumps(args))
-    if max_tokens is not None and n > max_tokens:  # a cut-off call is useless: emit nothing
-        return _Answer(output_tokens=0, stop="max_tokens")
-    return _Answer(tool=(tool, args), output_tokens=n, stop="tool_use")
-
-
-# ---- request validation (the subset of the real APIs' checks that codecs can get wrong) ----
-
-def _is_list_of(value: Any, ok: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, dict) and ok(v) for v in value)
-
-
-def _check_anthropic_block(b: dict, where: str) -> None:
-    kind = b.get("type")
-    _need(isinstance(kind, str), f"{where}.type: Field required")
-    _need(kind != "text" or isinstance(b.get("text"), str), f"{where}.text: Field required")
-    _need(kind != "tool_use" or (isinstance(b.get("input"), dict) and b.get("id") and b.get("name")),
-          f"{where}: tool_use needs id, name and input")
-    _need(kind != "tool_result" or isinstance(b.get("tool_use_id"), str), f"{where}.tool_use_id: Field required")
-    if kind == "thinking":
-        sig = b.get("signature")
-        _need(isinstance(sig, str) and sig, f"{where}.signature: Field required")
-        # The real API rejects signatures it did not issue.
-        _need(not sig.startswith("foreign-"), f"{where}: Invalid signature in thinking block")
-
-
-def _check_anthropic(body: dict, *, generating: bool) -> None:
-    _need(isinstance(body.get("model"), str) and body["model"], "model: Field required")
-    max_tokens = body.get("max_tokens")
-    _need(not generating or (type(max_tokens) is int and max_tokens >= 1), "max_tokens: Field required")
-    msgs = body.get("messages")
-    _need(isinstance(msgs, list) and msgs, "messages: at least one message is required")
-    for i, m in enumerate(msgs):
-        _need(isinstance(m, dict) and m.get("role") in ("user", "assistant"),
-              f"messages.{i}.role: Input should be 'user' or 'assistant'")
-        _need(isinstance(m.get("content"), str) or _is_list_of(m.get("content"), lambda b: True),
-              f"messages.{i}.content: Input should be a valid string or list of blocks")
-        for j, block in enumerate(m["content"] if isinstance(m["content"], list) else []):
-            _check_anthropic_block(block, f"messages.{i}.content.{j}")
-    _need(body.get("system") is None or isinstance(body["system"], (str, list)), "system: invalid")
-    tools = body.get("tools") or []
-    _need(_is_list_of(tools, lambda t: isinstance(t.get("name"), str)), "tools: each tool needs a name")
-    tc = body.get("tool_choice")
-    _need(tc is None or (isinstance(tc, dict) and tc.get("type") in ("auto", "any", "none")) or (
-        isinstance(tc, dict) and tc.get("type") == "tool" and tc.get("name") in {t["name"] for t in tools}),
-        "tool_choice: invalid, or names a tool not in tools")
-
-
-def _check_openai(body: dict) -> None:
-    _need(isinstance(body.get("model"), str) and body["model"], "you must provide a model parameter")
-    msgs = body.get("messages")
-    _need(isinstance(msgs, list) and msgs, "'messages' must contain at least one message")
-    for i, m in enumerate(msgs):
-        _need(isinstance(m, dict) and m.get("role") in ("system", "developer", "user", "assistant", "tool"),
-              f"Invalid value for 'messages[{i}].role'")
-        _need(m.get("content") is None or isinstance(m["content"], (str, list)),
-              f"Invalid type for 'messages[{i}].content'")
-        _need(m["role"] != "tool" or isinstance(m.get("tool_call_id"), str),
-              f"Missing required parameter: 'messages[{i}].tool_call_id'")
-        _need(_is_list_of(m.get("tool_calls") or [], lambda c: isinstance(c.get("function"), dict) and isinstance(
-            c["function"].get("arguments"), str)), f"Invalid 'messages[{i}].tool_calls'")
-    for key in ("max_tokens", "max_completion_tokens"):
-        _need(body.get(key) is None or (type(body[key]) is int and body[key] >= 1), f"Invalid '{key}'")
-    tools = body.get("tools") or []
-    _need(_is_list_of(tools, lambda t: isinstance(t.get("function"), dict) and isinstance(
-        t["function"].get("name"), str)), "Invalid 'tools'")
-    tc = body.get("tool_choice")
-    _need(tc in (None, "none", "auto", "required") or (isinstance(tc, dict) and isinstance(
-        tc.get("function"), dict) and tc["function"].get("name") in {t["function"]["name"] for t in tools}),
-        "Invalid 'tool_choice'")
+    if max_tokens is not None and lead.output_tokens + n > max_tokens:  # a cut-off call is useless: omit it
+        return _Answer(lead.text, output_tokens=lead.output_tokens, stop="max_tokens")
+    return _Answer(lead.text, tool=(tool, args), output_tokens=lead.output_tokens + n, stop="tool_use")
 
 
 # ---- the server ----
@@ -346,7 +343,7 @@ class SimProvider:
             return await handler(request)
         except web.HTTPException as e:  # unknown route or method: still answer in the API's error shape
             return self._error(e.status, e.reason)
-        except _BadRequest as e:
+        except BadRequest as e:
             return self._error(400, str(e))
 
     def _authorized(self, headers: dict[str, str]) -> bool:
@@ -381,7 +378,7 @@ class SimProvider:
             body = json.loads(await request.read())  # aiohttp caches the body
         except ValueError:
             body = None
-        _need(isinstance(body, dict), "request body must be a JSON object")
+        need(isinstance(body, dict), "request body must be a JSON object")
         return body
 
     def _gap(self, first: bool) -> float:
@@ -427,17 +424,25 @@ class SimProvider:
 
     async def _anthropic_count(self, request: web.Request) -> web.Response:
         body = await self._body(request)
-        _check_anthropic(body, generating=False)
+        check_anthropic(body, generating=False, name=self.name)
         return web.json_response({"input_tokens": _anthropic_conv(body).input_tokens()})
 
     async def _anthropic_messages(self, request: web.Request) -> web.StreamResponse:
         fault, body = await self._model_call(request)
         if fault:
             return fault
-        _check_anthropic(body, generating=True)
+        check_anthropic(body, generating=True, name=self.name)
         conv = _anthropic_conv(body)
-        ans, digest = _answer(conv, body["model"], body["max_tokens"]), _digest(body)
-        blocks: list[dict] = [{"type": "text", "text": ans.text}] if ans.text else []
+        ans = _answer(conv, body["model"], body["max_tokens"], think=thinking_enabled(body))
+        digest = _digest(body)
+        blocks: list[dict] = []
+        if ans.thinking and ans.redacted:
+            blocks.append({"type": "redacted_thinking", "data": redacted_prefix(self.name) + digest[:32]})
+        elif ans.thinking:
+            blocks.append({"type": "thinking", "thinking": ans.thinking,
+                           "signature": thinking_signature(self.name, ans.thinking)})
+        if ans.text:
+            blocks.append({"type": "text", "text": ans.text})
         if ans.tool:
             blocks.append({"type": "tool_use", "id": f"toolu_sim_{digest[24:48]}",
                            "name": ans.tool[0], "input": ans.tool[1]})
@@ -455,20 +460,25 @@ class SimProvider:
         fault, body = await self._model_call(request)
         if fault:
             return fault
-        _check_openai(body)
+        check_openai(body)
         conv = _openai_conv(body)
-        ans = _answer(conv, body["model"], body.get("max_completion_tokens") or body.get("max_tokens"))
+        ans = _answer(conv, body["model"], body.get("max_completion_tokens") or body.get("max_tokens"),
+                      think=body.get("reasoning_effort") not in (None, "none"))
         digest, n_in = _digest(body), conv.input_tokens()
         calls = [{"id": f"call_sim_{digest[24:48]}", "type": "function",
                   "function": {"name": ans.tool[0], "arguments": json.dumps(ans.tool[1])}}] if ans.tool else []
         usage = {"prompt_tokens": n_in, "completion_tokens": ans.output_tokens,
                  "total_tokens": n_in + ans.output_tokens, "prompt_tokens_details": {"cached_tokens": 0}}
+        if ans.thinking:
+            usage["completion_tokens_details"] = {"reasoning_tokens": ans.thinking_tokens}
         head = {"id": f"chatcmpl-sim{digest[:24]}", "created": CREATED, "model": body["model"]}
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            frames = _openai_frames(head, ans.text, calls, _FINISH[ans.stop], usage if include_usage else None)
+            frames = _openai_frames(head, ans, calls, usage if include_usage else None)
             return await self._stream(request, frames)
-        message = {"role": "assistant", "content": None if calls else ans.text, "refusal": None}
+        message = {"role": "assistant", "content": (ans.text or None) if calls else ans.text, "refusal": None}
+        if ans.thinking:
+            message["reasoning_content"] = ans.thinking
         if calls:
             message["tool_calls"] = calls
         choice = {"index": 0, "message": message, "finish_reason": _FINISH[ans.stop], "logprobs": None}
@@ -489,22 +499,36 @@ def _anthropic_frames(msg: dict) -> Iterator[str | None]:
     yield frame({"type": "message_start", "message": start})
     yield frame({"type": "ping"})
     for i, block in enumerate(msg["content"]):
-        if block["type"] == "text":
-            first, delta, key, value = {"type": "text", "text": ""}, "text_delta", "text", block["text"]
-        else:
-            first, delta, key, value = {**block, "input": {}}, "input_json_delta", "partial_json", json.dumps(block["input"])
+        first, deltas = _block_events(block)
         yield frame({"type": "content_block_start", "index": i, "content_block": first})
-        for piece in _PIECE_RE.findall(value):
-            yield None
-            yield frame({"type": "content_block_delta", "index": i, "delta": {"type": delta, key: piece}})
+        for delta in deltas:
+            if delta["type"] != "signature_delta":  # the signature is not a generated token
+                yield None
+            yield frame({"type": "content_block_delta", "index": i, "delta": delta})
         yield frame({"type": "content_block_stop", "index": i})
     yield frame({"type": "message_delta", "delta": {"stop_reason": msg["stop_reason"], "stop_sequence": None},
                  "usage": {"output_tokens": msg["usage"]["output_tokens"]}})
     yield frame({"type": "message_stop"})
 
 
-def _openai_frames(head: dict, text: str, calls: list[dict], finish: str,
-                   usage: dict | None) -> Iterator[str | None]:
+def _block_events(block: dict) -> tuple[dict, list[dict]]:
+    """How a streamed content block starts, and its deltas."""
+    kind = block["type"]
+    if kind == "text":
+        pieces = _PIECE_RE.findall(block["text"])
+        return {"type": "text", "text": ""}, [{"type": "text_delta", "text": p} for p in pieces]
+    if kind == "thinking":  # the text, then the whole signature in one delta
+        pieces = _PIECE_RE.findall(block["thinking"])
+        deltas = [{"type": "thinking_delta", "thinking": p} for p in pieces]
+        return {**block, "thinking": "", "signature": ""}, [*deltas, {"type": "signature_delta",
+                                                                      "signature": block["signature"]}]
+    if kind == "tool_use":
+        pieces = _PIECE_RE.findall(json.dumps(block["input"]))
+        return {**block, "input": {}}, [{"type": "input_json_delta", "partial_json": p} for p in pieces]
+    return block, []  # redacted_thinking arrives whole in its start event
+
+
+def _openai_frames(head: dict, ans: _Answer, calls: list[dict], usage: dict | None) -> Iterator[str | None]:
     def chunk(delta: dict | None, finish_reason: str | None = None, **extra: Any) -> str:
         choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None,
                                              "finish_reason": finish_reason}]
@@ -514,7 +538,10 @@ def _openai_frames(head: dict, text: str, calls: list[dict], finish: str,
         return f"data: {json.dumps(data)}\n\n"
 
     yield chunk({"role": "assistant", "content": "", "refusal": None})
-    for piece in _PIECE_RE.findall(text):
+    for piece in _PIECE_RE.findall(ans.thinking):  # DeepSeek's shape: reasoning first, content null
+        yield None
+        yield chunk({"content": None, "reasoning_content": piece})
+    for piece in _PIECE_RE.findall(ans.text):
         yield None
         yield chunk({"content": piece})
     for i, call in enumerate(calls):
@@ -524,7 +551,7 @@ def _openai_frames(head: dict, text: str, calls: list[dict], finish: str,
         for piece in _PIECE_RE.findall(fn["arguments"]):
             yield None
             yield chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
-    yield chunk({}, finish)
+    yield chunk({}, _FINISH[ans.stop])
     if usage is not None:
         yield chunk(None, usage=usage)
     yield "data: [DONE]\n\n"

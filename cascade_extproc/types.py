@@ -38,6 +38,7 @@ class Request:
     api: Api
     body: dict[str, Any]
     headers: dict[str, str]  # lower-cased names, as Envoy sent them
+    raw: bytes = b""  # the body exactly as the client sent it
 
     @property
     def model(self) -> str:
@@ -72,14 +73,48 @@ class StopReason(enum.StrEnum):
 
 @dataclass
 class Block:
-    """One content block of a response: text, tool_use or thinking."""
+    """One content block: text, image, tool_use, tool_result, thinking or redacted_thinking."""
 
     type: str
-    text: str = ""
-    id: str = ""
-    name: str = ""
-    input: dict[str, Any] = field(default_factory=dict)
-    signature: str = ""
+    text: str = ""  # text; thinking text; redacted_thinking data
+    id: str = ""  # tool_use id
+    name: str = ""  # tool_use name
+    input: dict[str, Any] = field(default_factory=dict)  # tool_use input
+    signature: str = ""  # thinking signature
+    tool_use_id: str = ""  # tool_result: the call it answers
+    content: list["Block"] = field(default_factory=list)  # tool_result content
+    is_error: bool = False  # tool_result
+    source: dict[str, Any] = field(default_factory=dict)  # image: Anthropic-style source
+
+
+@dataclass
+class Message:
+    role: str  # "user" or "assistant"
+    blocks: list[Block]
+
+
+@dataclass
+class Tool:
+    name: str
+    description: str = ""
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+@dataclass
+class ChatRequest:
+    """A model request in neutral form, used to translate between the two APIs."""
+
+    model: str
+    messages: list[Message]
+    system: str = ""
+    tools: list[Tool] = field(default_factory=list)
+    tool_choice: str = "auto"  # auto | any | none | tool
+    tool_name: str = ""  # with tool_choice "tool"
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] = field(default_factory=list)
+    stream: bool = False
 
 
 @dataclass
@@ -95,3 +130,45 @@ class Response:
     @property
     def text(self) -> str:
         return "".join(b.text for b in self.blocks if b.type == "text")
+
+
+# Neutral streaming events: what both APIs' SSE streams decode to and encode from.
+
+@dataclass
+class StreamStart:
+    id: str
+    model: str
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass
+class BlockStart:
+    index: int
+    block: Block  # type, and id/name for tool_use; no content yet
+
+
+@dataclass
+class BlockDelta:
+    index: int
+    kind: str  # "text" | "json" | "thinking" | "signature"
+    value: str
+
+
+@dataclass
+class BlockStop:
+    index: int
+
+
+@dataclass
+class StreamEnd:
+    stop_reason: StopReason
+    usage: Usage
+
+
+@dataclass
+class StreamError:
+    status: int
+    message: str
+
+
+StreamEvent = StreamStart | BlockStart | BlockDelta | BlockStop | StreamEnd | StreamError

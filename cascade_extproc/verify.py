@@ -1,15 +1,28 @@
 """The verification protocol (pure): the instruction the strong model gets, and its verdict.
 
 The verdict is machine-checked: only an answer that is exactly `ACCEPT <nonce>`, with a fresh
-random nonce per request, accepts. Anything else is a rejection, and the strong model's answer
-is used instead of the draft.
+random nonce per request that the draft never saw, accepts. Any other answer is a rejection:
+if it is a real answer it is served (`enhanced`); if it still looks like a verdict (a wrong
+nonce, protocol markers) it is unusable and the caller falls back to the strong model.
 """
 from __future__ import annotations
 
+import enum
 import json
+import re
 import secrets
 
 from cascade_extproc.types import Response
+
+# A verdict-shaped answer: a leading upper-case ACCEPT or an accept followed by a hex token (an
+# answer may well start "Accept the default..."), or the protocol's own markers in any case.
+_ARTIFACT = re.compile(r"^\W*(?:ACCEPT\b|(?i:accept\s+[0-9a-f]{6,}\b))|(?i:cascade-verify|</?draft-[0-9a-f])")
+
+
+class Verdict(enum.Enum):
+    ACCEPT = "accept"  # serve the draft
+    ANSWER = "answer"  # the strong model answered itself: serve that
+    UNUSABLE = "unusable"  # neither: fall back
 
 
 def new_nonce() -> str:
@@ -42,3 +55,14 @@ def accepted(verdict: Response, nonce: str) -> bool:
     if any(b.type == "tool_use" for b in verdict.blocks):
         return False
     return verdict.text.strip().strip("`").strip() == f"ACCEPT {nonce}"
+
+
+def judge(verdict: Response, nonce: str) -> Verdict:
+    if accepted(verdict, nonce):
+        return Verdict.ACCEPT
+    text = verdict.text
+    if nonce in text or _ARTIFACT.search(text):
+        return Verdict.UNUSABLE
+    if not text.strip() and not any(b.type == "tool_use" for b in verdict.blocks):
+        return Verdict.UNUSABLE
+    return Verdict.ANSWER

@@ -23,7 +23,7 @@ def parse_request(api: Api, raw: bytes, headers: dict[str, str]) -> Request:
         raise CodecError("body is not a JSON object")
     if not isinstance(body.get("messages"), list):
         raise CodecError("body has no messages list")
-    return Request(api=api, body=body, headers=headers)
+    return Request(api=api, body=body, headers=headers, raw=raw)
 
 
 def dumps(obj: Any) -> bytes:

@@ -1,12 +1,14 @@
 """Pure builders of ext_proc ProcessingResponse messages."""
 from __future__ import annotations
 
+from google.protobuf.duration_pb2 import Duration
+
 from cascade_extproc._proto import core_pb2, external_processor_pb2 as ep, http_status_pb2
 from cascade_extproc._proto import processing_mode_pb2
 from cascade_extproc.headers import METADATA_NAMESPACE, PATH_HEADER
 from cascade_extproc.types import Path
 
-
+Mode = processing_mode_pb2.ProcessingMode
 _OVERWRITE = core_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 
@@ -16,34 +18,57 @@ def _header(key: str, value: str) -> core_pb2.HeaderValueOption:
         header=core_pb2.HeaderValue(key=key, raw_value=value.encode()), append_action=_OVERWRITE)
 
 
-def _with_path(resp: ep.ProcessingResponse, path: Path) -> ep.ProcessingResponse:
-    resp.dynamic_metadata.update({METADATA_NAMESPACE: {"path": str(path)}})
+def _with_path(resp: ep.ProcessingResponse, path: Path | None) -> ep.ProcessingResponse:
+    if path is not None:
+        resp.dynamic_metadata.update({METADATA_NAMESPACE: {"path": str(path)}})
     return resp
+
+
+def _common(body: bytes | None = None, set_headers: dict[str, str] | None = None,
+            remove_headers: list[str] | None = None, clear_route_cache: bool = False) -> ep.CommonResponse:
+    headers = dict(set_headers or {})
+    if body is not None:
+        headers["content-length"] = str(len(body))
+    common = ep.CommonResponse(
+        header_mutation=ep.HeaderMutation(set_headers=[_header(k, v) for k, v in headers.items()],
+                                          remove_headers=remove_headers or []),
+        clear_route_cache=clear_route_cache)
+    if body is not None:
+        common.body_mutation.body = body
+    return common
 
 
 def continue_headers(path: Path | None = None, skip_body: bool = False) -> ep.ProcessingResponse:
     """Let the request headers through; with `skip_body`, don't send us the body either."""
     resp = ep.ProcessingResponse(request_headers=ep.HeadersResponse())
     if skip_body:
-        resp.mode_override.request_body_mode = processing_mode_pb2.ProcessingMode.NONE
-    return _with_path(resp, path) if path else resp
+        resp.mode_override.request_body_mode = Mode.NONE
+    return _with_path(resp, path)
 
 
-def continue_body(path: Path) -> ep.ProcessingResponse:
-    return _with_path(ep.ProcessingResponse(request_body=ep.BodyResponse()), path)
+def want_body_and_response_headers() -> ep.ProcessingResponse:
+    """Let the request headers through; send us the whole body, then the response headers.
+
+    Envoy honours mode_override only in answers to headers, so whether the answer may need
+    rewriting (known only after the body) is settled here: always ask for the response headers.
+    """
+    resp = ep.ProcessingResponse(request_headers=ep.HeadersResponse())
+    resp.mode_override.request_body_mode = Mode.BUFFERED
+    resp.mode_override.response_header_mode = Mode.SEND
+    return resp
+
+
+def continue_body(path: Path, body: bytes | None = None) -> ep.ProcessingResponse:
+    """Send the request on to the route it has; with `body`, a corrected body first."""
+    common = _common(body) if body is not None else ep.CommonResponse()
+    return _with_path(ep.ProcessingResponse(request_body=ep.BodyResponse(response=common)), path)
 
 
 def reroute_body(body: bytes, set_headers: dict[str, str], remove_headers: list[str]) -> ep.ProcessingResponse:
-    """Replace the body and headers, and make Envoy pick the route again (the skipped path)."""
-    headers = {**set_headers, "content-length": str(len(body))}
-    common = ep.CommonResponse(
-        status=ep.CommonResponse.CONTINUE,
-        header_mutation=ep.HeaderMutation(
-            set_headers=[_header(k, v) for k, v in headers.items()], remove_headers=remove_headers),
-        body_mutation=ep.BodyMutation(body=body),
-        clear_route_cache=True,
-    )
-    return _with_path(ep.ProcessingResponse(request_body=ep.BodyResponse(response=common)), Path.SKIPPED)
+    """Replace the body and headers and make Envoy pick the route again (the skipped path)."""
+    resp = ep.ProcessingResponse(request_body=ep.BodyResponse(
+        response=_common(body, set_headers, remove_headers, clear_route_cache=True)))
+    return _with_path(resp, Path.SKIPPED)
 
 
 def immediate(status: int, body: bytes, content_type: str, path: Path) -> ep.ProcessingResponse:
@@ -53,6 +78,28 @@ def immediate(status: int, body: bytes, content_type: str, path: Path) -> ep.Pro
     resp = ep.ProcessingResponse(immediate_response=ep.ImmediateResponse(
         status=http_status_pb2.HttpStatus(code=status), headers=headers, body=body))
     return _with_path(resp, path)
+
+
+def extend_timeout(seconds: float) -> ep.ProcessingResponse:
+    """Ask Envoy to wait longer for our answer to the message it is waiting on."""
+    resp = ep.ProcessingResponse()
+    resp.override_message_timeout.CopyFrom(Duration(seconds=int(seconds), nanos=int(seconds % 1 * 1e9)))
+    return resp
+
+
+def response_headers(body_mode: int, set_headers: dict[str, str] | None = None,
+                     remove_headers: list[str] | None = None) -> ep.ProcessingResponse:
+    """Answer the response headers and choose how Envoy sends us the response body."""
+    resp = ep.ProcessingResponse(response_headers=ep.HeadersResponse(
+        response=_common(None, set_headers, remove_headers)))
+    resp.mode_override.response_body_mode = body_mode
+    return resp
+
+
+def response_body(body: bytes) -> ep.ProcessingResponse:
+    """Replace the response body, or the chunk of it Envoy sent (content-length is gone by now)."""
+    common = ep.CommonResponse(body_mutation=ep.BodyMutation(body=body))
+    return ep.ProcessingResponse(response_body=ep.BodyResponse(response=common))
 
 
 def passthrough(kind: str) -> ep.ProcessingResponse:

@@ -23,6 +23,11 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             if kind == "request_headers":
                 yield exchange.on_headers(msg.request_headers)
             elif kind == "request_body":
-                yield await exchange.on_body(msg.request_body)
+                async for resp in exchange.on_body(msg.request_body):
+                    yield resp
+            elif kind == "response_headers":
+                yield exchange.on_response_headers(msg.response_headers)
+            elif kind == "response_body":
+                yield exchange.on_response_body(msg.response_body)
             elif kind is not None:
                 yield mutations.passthrough(kind)

@@ -8,11 +8,14 @@ from typing import Any
 import aiohttp
 
 from cascade_extproc.codecs import CodecError, anthropic, dumps, openai
+from cascade_extproc.codecs.sse import SseParser
+from cascade_extproc.codecs.stream import Assembler, StreamFailed
 from cascade_extproc.types import Api, Response
 
 # Path appended to a provider's base URL, per API. SDK conventions: the Anthropic base URL
 # has no /v1, the OpenAI one ends in /v1.
 API_PATH = {Api.ANTHROPIC: "/v1/messages", Api.OPENAI: "/chat/completions"}
+CODECS = {Api.ANTHROPIC: anthropic, Api.OPENAI: openai}
 
 
 class ProviderError(Exception):
@@ -25,29 +28,45 @@ class ProviderError(Exception):
 
 
 class HttpProvider:
-    """One provider endpoint speaking `api`; non-streaming calls only."""
+    """One provider endpoint speaking `api`. Answers may be JSON or an SSE stream."""
 
     def __init__(self, api: Api, base_url: str, session: aiohttp.ClientSession):
         self.api = api
         self.url = base_url.rstrip("/") + API_PATH[api]
         self._session = session
 
-    async def complete(self, body: dict[str, Any], headers: dict[str, str], timeout_s: float) -> Response:
+    async def complete(self, body: bytes | dict[str, Any], headers: dict[str, str],
+                       timeout_s: float) -> Response:
+        data = body if isinstance(body, bytes) else dumps(body)
         hdrs = {**headers, "content-type": "application/json"}
         try:
             async with asyncio.timeout(timeout_s):
-                async with self._session.post(self.url, data=dumps(body), headers=hdrs) as resp:
+                async with self._session.post(self.url, data=data, headers=hdrs) as resp:
+                    if resp.status >= 300:
+                        await resp.read()
+                        raise ProviderError("http error", resp.status)
+                    if resp.content_type == "text/event-stream":
+                        return await self._read_stream(resp)
                     raw = await resp.read()
-                    status = resp.status
         except TimeoutError:
             raise ProviderError("timeout") from None
         except aiohttp.ClientError as exc:
             raise ProviderError(f"transport: {type(exc).__name__}") from None
-        if status >= 300:
-            raise ProviderError("http error", status)
         try:
-            data = json.loads(raw)
-            codec = anthropic if self.api is Api.ANTHROPIC else openai
-            return codec.parse_response(data)
+            return CODECS[self.api].parse_response(json.loads(raw))
         except (ValueError, KeyError, TypeError, AttributeError, CodecError):
-            raise ProviderError("malformed response", status) from None
+            raise ProviderError("malformed response", 200) from None
+
+    async def _read_stream(self, resp: aiohttp.ClientResponse) -> Response:
+        parser, decoder, assembler = SseParser(), CODECS[self.api].StreamDecoder(), Assembler()
+        try:
+            async for chunk in resp.content.iter_any():
+                for ev in parser.feed(chunk):
+                    assembler.feed(decoder.feed(ev))
+            for ev in parser.close():
+                assembler.feed(decoder.feed(ev))
+            return assembler.response()
+        except StreamFailed as exc:
+            raise ProviderError(f"stream: {exc}", exc.status) from None
+        except (ValueError, KeyError, TypeError, AttributeError, CodecError):
+            raise ProviderError("malformed stream", 200) from None

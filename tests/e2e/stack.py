@@ -59,11 +59,15 @@ class LoopThread:
 
 
 class Stack:
-    def __init__(self, tmp: Path, extra_config: dict | None = None):
+    def __init__(self, tmp: Path, extra_config: dict | None = None, draft_formats: dict | None = None):
+        """`draft_formats` maps a client API to the API its draft provider speaks (default: same)."""
         self.tmp = tmp
         self.loop = LoopThread()
-        self.sims = {f"{role}_{api}": SimProvider(api, name=f"{role}-{api}")
-                     for api in ("anthropic", "openai") for role in ("strong", "draft")}
+        formats = {"anthropic": "anthropic", "openai": "openai", **(draft_formats or {})}
+        self.sims = {}
+        for api in ("anthropic", "openai"):
+            self.sims[f"strong_{api}"] = SimProvider(api, name=f"strong-{api}")
+            self.sims[f"draft_{api}"] = SimProvider(formats[api], name=f"draft-{api}")
         for sim in self.sims.values():
             self.loop.run(sim.start("127.0.0.1", 0))
         self.grpc_port, self.admin_port, self.port = free_port(), free_port(), free_port()
@@ -75,7 +79,7 @@ class Stack:
             "providers": {api: {
                 "strong": {"base_url": self.sims[f"strong_{api}"].url},
                 "draft": {"base_url": self.sims[f"draft_{api}"].url, "model": DRAFT_MODELS[api],
-                          "api_key_file": str(key_file), "api_key_env": ""},
+                          "format": formats[api], "api_key_file": str(key_file), "api_key_env": ""},
             } for api in ("anthropic", "openai")},
             **(extra_config or {}),
         }

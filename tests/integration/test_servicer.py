@@ -32,12 +32,17 @@ def body_msg(body):
 
 
 async def exchange(app, *messages):
+    """Send each message; collect every response, including extra ones such as timer extensions."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as ch:
         call = ep_grpc.ExternalProcessorStub(ch).Process()
         out = []
         for m in messages:
             await call.write(m)
-            out.append(await call.read())
+            while True:
+                resp = await call.read()
+                out.append(resp)
+                if resp.WhichOneof("response") is not None:
+                    break
         await call.done_writing()
         return out
 
@@ -149,7 +154,9 @@ def test_cascade_answers_with_an_immediate_response(tmp_path):
                              body_msg({"model": "claude-sonnet-5", "max_tokens": 200, "stream": True,
                                        "messages": [{"role": "user", "content": text}]}))
         return out, [r.json["model"] for r in sims["anthropic"].received]
-    (_, body), models = run(tmp_path, {}, scenario)
+    (_, extend, body), models = run(tmp_path, {}, scenario)
+    # Envoy's short message timeout is extended for exactly the cascade's own limits.
+    assert extend.override_message_timeout.seconds == 60 + 120 + 5
     imm = body.immediate_response
     assert imm.status.code == 200
     hs = {h.header.key: h.header.raw_value.decode() for h in imm.headers.set_headers}

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import asyncio
-import copy
+import json
 import re
 
 import pytest
 
-from cascade_extproc import cascade
+from cascade_extproc import cascade, codecs, verify
+from cascade_extproc.codecs import provenance
 from cascade_extproc.providers import ProviderError
 from cascade_extproc.types import Api, Block, Path, Request, Response, StopReason
 
@@ -21,18 +22,23 @@ def answer(text: str, model: str) -> Response:
 
 
 class FakeProvider:
-    """Records every call; answers with `reply(body)` or raises `error`."""
+    """Records every call (the raw bytes and their parse); answers with `reply(body)` or raises."""
 
-    def __init__(self, reply=None, error: Exception | None = None):
+    def __init__(self, reply=None, error: Exception | None = None, api: Api = Api.ANTHROPIC):
+        self.api = api
         self.reply = reply
         self.error = error
         self.calls: list[tuple[dict, dict, float]] = []
+        self.raw: list[bytes] = []
 
     async def complete(self, body, headers, timeout_s):
-        self.calls.append((copy.deepcopy(body), dict(headers), timeout_s))
+        assert isinstance(body, bytes)  # the cascade sends bytes, never a re-serializable dict
+        self.raw.append(body)
+        parsed = json.loads(body)
+        self.calls.append((parsed, dict(headers), timeout_s))
         if self.error:
             raise self.error
-        return self.reply(body)
+        return self.reply(parsed)
 
 
 def nonce_of(body) -> str:
@@ -52,17 +58,23 @@ def rejecting(body):
 
 DRAFT = answer("Draft answer.", "draft")
 
+# Deliberately not compact: the cascade must keep the client's bytes, not re-serialize them.
+ANTHROPIC_RAW = (b'{ "model" : "claude-sonnet-4-5",\n  "max_tokens": 512, "stream": true,\n'
+                 b'  "messages": [ {"role": "user", "content": "Explain closures."} ] }')
+OPENAI_RAW = (b'{"model": "gpt-4.1", "stream": true, "stream_options": {"include_usage": true},\n'
+              b' "messages": [{"role": "system", "content": "be brief"},'
+              b' {"role": "user", "content": "Explain closures."}]}')
+
 
 def anthropic_req(**extra) -> Request:
-    body = {"model": "claude-sonnet-4-5", "max_tokens": 512, "stream": True,
-            "messages": [{"role": "user", "content": "Explain closures."}], **extra}
-    return Request(Api.ANTHROPIC, body, {"x-api-key": "client-key"})
+    raw = ANTHROPIC_RAW
+    if extra:
+        raw = json.dumps({**json.loads(raw), **extra}).encode()
+    return codecs.parse_request(Api.ANTHROPIC, raw, {"x-api-key": "client-key"})
 
 
 def openai_req() -> Request:
-    body = {"model": "gpt-4.1", "stream": True, "stream_options": {"include_usage": True},
-            "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "Explain closures."}]}
-    return Request(Api.OPENAI, body, {"authorization": "Bearer client"})
+    return codecs.parse_request(Api.OPENAI, OPENAI_RAW, {"authorization": "Bearer client"})
 
 
 def make_call(draft, strong) -> cascade.CascadeCall:
@@ -93,23 +105,47 @@ def test_rejected_returns_the_strong_answer():
     assert out.draft.text == "Draft answer."
 
 
-def test_verdict_for_another_nonce_is_not_acceptance():
+def test_verdict_for_another_nonce_is_unusable():
+    """`ACCEPT <not our nonce>` neither accepts nor is an answer worth serving: fall back."""
     draft = FakeProvider(lambda b: answer("ACCEPT 0000000000000000", "draft"))
     strong = FakeProvider(lambda b: answer("ACCEPT 0000000000000000", "strong"))
-    assert run(anthropic_req(), draft, strong).path is Path.ENHANCED
+    with pytest.raises(cascade.CascadeError) as info:
+        run(anthropic_req(), draft, strong)
+    assert info.value.stage == "verify"
+    assert len(strong.calls) == 1
 
 
-def test_draft_call_gets_draft_model_no_stream_and_draft_headers():
+@pytest.mark.parametrize("verdict", ["", "   ", "[cascade-verify nonce=1] hmm", "<draft-00ff>x</draft-00ff>"])
+def test_other_unusable_verdicts_are_stage_verify(verdict):
+    draft, strong = FakeProvider(lambda b: DRAFT), FakeProvider(lambda b: answer(verdict, "strong"))
+    with pytest.raises(cascade.CascadeError) as info:
+        run(anthropic_req(), draft, strong)
+    assert info.value.stage == "verify"
+
+
+def test_verdict_echoing_our_nonce_is_unusable():
+    draft = FakeProvider(lambda b: DRAFT)
+    strong = FakeProvider(lambda b: answer(f"I was asked to say ACCEPT {nonce_of(b)} but no.", "strong"))
+    with pytest.raises(cascade.CascadeError) as info:
+        run(anthropic_req(), draft, strong)
+    assert info.value.stage == "verify"
+
+
+def test_draft_call_gets_draft_model_and_draft_headers():
     req = anthropic_req()
-    original = copy.deepcopy(req.body)
+    original = json.loads(ANTHROPIC_RAW)
     draft, strong = FakeProvider(lambda b: DRAFT), FakeProvider(accepting)
     run(req, draft, strong)
     assert len(draft.calls) == 1
     body, headers, timeout = draft.calls[0]
-    assert body == {**original, "model": "deepseek-chat", "stream": False}
+    # Same-format draft: the client's body with only the model swapped (stream as the client
+    # asked: the provider client reads SSE as well as JSON).
+    assert body == {**original, "model": "deepseek-chat"}
+    assert draft.raw[0] == ANTHROPIC_RAW.replace(b'"claude-sonnet-4-5"', b'"deepseek-chat"')
     assert headers == DRAFT_HEADERS
     assert timeout == 7.0
     assert req.body == original  # the client's body is never mutated
+    assert req.raw == ANTHROPIC_RAW
 
 
 def test_verify_call_gets_client_model_strong_headers_and_instruction():
@@ -119,17 +155,24 @@ def test_verify_call_gets_client_model_strong_headers_and_instruction():
     assert len(strong.calls) == 1
     body, headers, timeout = strong.calls[0]
     assert body["model"] == "claude-sonnet-4-5"
-    assert body["stream"] is False
+    assert body["stream"] is True  # the client's bytes, untouched
     assert headers == STRONG_HEADERS
     assert "sidecar-draft-key" not in headers.values()
     assert timeout == 11.0
+    assert body["messages"][0] == {"role": "user", "content": "Explain closures."}
+    assert len(body["messages"]) == 2
     last = body["messages"][-1]
     assert last["role"] == "user"
-    assert last["content"][0] == {"type": "text", "text": "Explain closures."}
+    assert len(last["content"]) == 1 and last["content"][0]["type"] == "text"
     instr = last["content"][-1]["text"]
     nonce = nonce_of(body)
+    assert instr == verify.instruction(DRAFT, nonce)
     assert f"ACCEPT {nonce}" in instr and "Draft answer." in instr
-    assert len(body["messages"]) == 1
+    # Byte for byte: the client's body up to the closing bracket of messages, then the new turn.
+    close = ANTHROPIC_RAW.rindex(b"]")
+    raw = strong.raw[0]
+    assert raw.startswith(ANTHROPIC_RAW[:close]) and raw.endswith(ANTHROPIC_RAW[close:])
+    assert json.loads(raw[close:len(raw) - len(ANTHROPIC_RAW) + close].removeprefix(b",")) == last
 
 
 def test_each_cascade_uses_a_fresh_nonce():
@@ -141,18 +184,98 @@ def test_each_cascade_uses_a_fresh_nonce():
 
 def test_openai_cascade_bodies():
     req = openai_req()
-    draft, strong = FakeProvider(lambda b: DRAFT), FakeProvider(accepting)
+    draft = FakeProvider(lambda b: DRAFT, api=Api.OPENAI)
+    strong = FakeProvider(accepting, api=Api.OPENAI)
     out = run(req, draft, strong)
     assert out.path is Path.ACCEPTED
     draft_body = draft.calls[0][0]
-    assert draft_body["model"] == "deepseek-chat" and draft_body["stream"] is False
-    assert "stream_options" not in draft_body
+    assert draft_body == {**req.body, "model": "deepseek-chat"}
+    assert draft.raw[0] == OPENAI_RAW.replace(b'"gpt-4.1"', b'"deepseek-chat"')
     verify_body = strong.calls[0][0]
-    assert verify_body["model"] == "gpt-4.1" and verify_body["stream"] is False
-    assert "stream_options" not in verify_body
+    assert verify_body["model"] == "gpt-4.1" and verify_body["stream"] is True
+    assert verify_body["stream_options"] == {"include_usage": True}
     assert verify_body["messages"][:2] == req.body["messages"]
+    assert len(verify_body["messages"]) == 3
     assert verify_body["messages"][2]["role"] == "user"
     assert "Draft answer." in verify_body["messages"][2]["content"]
+    assert verify_body["messages"][2]["content"] == verify.instruction(DRAFT, nonce_of(verify_body))
+    assert strong.raw[0].startswith(OPENAI_RAW[:OPENAI_RAW.rindex(b"]")])
+
+
+def test_cross_format_draft_is_translated_without_stream():
+    """An Anthropic client with an OpenAI-speaking draft: the draft gets Chat Completions JSON."""
+    req = anthropic_req(system="be brief")
+    draft = FakeProvider(lambda b: DRAFT, api=Api.OPENAI)
+    strong = FakeProvider(accepting)
+    out = run(req, draft, strong)
+    assert out.path is Path.ACCEPTED
+    body = draft.calls[0][0]
+    assert body["model"] == "deepseek-chat"
+    assert "stream" not in body and "stream_options" not in body
+    assert body["max_tokens"] == 512
+    assert body["messages"] == [{"role": "system", "content": "be brief"},
+                                {"role": "user", "content": "Explain closures."}]
+    assert strong.calls[0][0]["model"] == "claude-sonnet-4-5"
+
+
+def test_draft_body_cross_format_streams_when_asked():
+    req = openai_req()
+    body = json.loads(cascade.draft_body(req, Api.ANTHROPIC, "claude-haiku", stream=True))
+    assert body["model"] == "claude-haiku" and body["stream"] is True
+    assert body["system"] == "be brief"
+    assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Explain closures."}]}]
+    assert "stream" not in json.loads(cascade.draft_body(req, Api.ANTHROPIC, "claude-haiku"))
+
+
+def test_draft_thinking_is_tagged_in_the_outcome():
+    reply = Response(id="d", model="draft", stop_reason=StopReason.END_TURN,
+                     blocks=[Block("thinking", text="hmm", signature="sig"), Block("text", text="Draft answer.")])
+    out = run(anthropic_req(), FakeProvider(lambda b: reply), FakeProvider(accepting))
+    assert out.path is Path.ACCEPTED
+    assert out.response.blocks[0].signature == provenance.DRAFT_TAG + "sig"
+
+
+def thinking_history_req() -> Request:
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 2048, "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "messages": [
+                {"role": "user", "content": "q1"},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "draft thoughts", "signature": provenance.DRAFT_TAG + "dsig"},
+                    {"type": "text", "text": "a1"}]},
+                {"role": "user", "content": "q2"},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "strong thoughts", "signature": "ssig"},
+                    {"type": "redacted_thinking", "data": "REDACTED"},
+                    {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]}]}
+    return codecs.parse_request(Api.ANTHROPIC, json.dumps(body, indent=1).encode(), {})
+
+
+def test_mixed_history_is_fixed_for_each_provider():
+    req = thinking_history_req()
+    draft, strong = FakeProvider(lambda b: DRAFT), FakeProvider(rejecting)
+    run(req, draft, strong)
+    d = draft.calls[0][0]
+    assert d["model"] == "deepseek-chat"
+    # The draft sees its own signature untagged, and none of the strong provider's thinking.
+    assert d["messages"][1]["content"][0] == {"type": "thinking", "thinking": "draft thoughts", "signature": "dsig"}
+    assert [b["type"] for b in d["messages"][3]["content"]] == ["tool_use"]
+    assert "thinking" not in d  # its final tool turn lost its thinking: the API would refuse it
+    s = strong.calls[0][0]
+    assert s["model"] == "claude-sonnet-4-5"
+    # The strong provider sees none of the draft's thinking, and keeps its own.
+    assert s["messages"][1]["content"] == [{"type": "text", "text": "a1"}]
+    assert [b["type"] for b in s["messages"][3]["content"]] == ["thinking", "redacted_thinking", "tool_use"]
+    assert s["thinking"] == req.body["thinking"]  # the final assistant turn kept its thinking
+    assert len(s["messages"]) == 6 and s["messages"][-1]["content"][0]["text"].startswith("[cascade-verify")
+    assert s["messages"][:5] == json.loads(cascade.strong_body(req))["messages"]
+
+
+def test_strong_body_is_the_clients_bytes_when_nothing_needs_fixing():
+    req = anthropic_req(thinking={"type": "enabled", "budget_tokens": 1024})
+    assert cascade.strong_body(req) is req.raw
+    req = openai_req()
+    assert cascade.strong_body(req) is req.raw
 
 
 def test_draft_failure_is_stage_draft_and_skips_verify():

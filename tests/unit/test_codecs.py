@@ -10,7 +10,8 @@ import pytest
 from anthropic.types import Message
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from cascade_extproc.codecs import CodecError, anthropic, openai, parse_request
+from cascade_extproc import cascade, codecs, verify
+from cascade_extproc.codecs import CodecError, anthropic, openai, parse_request, splice
 from cascade_extproc.types import Api, Block, Response, StopReason, Usage
 
 LONG_TEXT = "The answer, in detail: " + " ".join(f"word{i}" for i in range(60)) + " — done ✓."
@@ -234,40 +235,56 @@ def test_anthropic_encode_sse_accumulated_by_sdk(thinking):
 def test_anthropic_encode_sse_empty_text():
     r = Response(id="m", model="x", blocks=[Block("text", text="")], stop_reason=StopReason.END_TURN)
     frames = [json.loads(d) for _, d in sse_frames(anthropic.encode_sse(r))]
-    deltas = [f["delta"] for f in frames if f["type"] == "content_block_delta"]
-    assert deltas == [{"type": "text_delta", "text": ""}]
+    kinds = [f["type"] for f in frames]
+    assert kinds[1:4] == ["content_block_start", "content_block_stop", "message_delta"]
+    assert frames[1]["content_block"] == {"type": "text", "text": ""}
 
 
-def test_anthropic_with_user_text_string_content():
+def _appended(raw: bytes, out: bytes) -> bytes:
+    """What `out` has between the client's bytes before and after the closing `]` of messages."""
+    close = raw.rindex(b"]")
+    assert out.startswith(raw[:close]) and out.endswith(raw[close:])
+    return out[close:len(out) - (len(raw) - close)]
+
+
+def test_anthropic_verify_body_string_content():
     body = {"model": "m", "system": "sys", "messages": [
         {"role": "user", "content": "first"}, {"role": "assistant", "content": "ok"},
         {"role": "user", "content": "second", "extra": 1}]}
-    snapshot = json.dumps(body)
-    out = anthropic.with_user_text(body, "CHECK")
-    assert json.dumps(body) == snapshot  # the input is not mutated
-    assert json.dumps(out["messages"][:-1]) == json.dumps(body["messages"][:-1])
-    assert out["messages"][-1] == {"role": "user", "extra": 1, "content": [
-        {"type": "text", "text": "second"}, {"type": "text", "text": "CHECK"}]}
-    assert {k: v for k, v in out.items() if k != "messages"} == {"model": "m", "system": "sys"}
+    raw = json.dumps(body).encode()
+    req = parse_request(Api.ANTHROPIC, raw, {})
+    draft = Response(id="d", model="draft", blocks=[Block("text", text="DRAFT")], stop_reason=StopReason.END_TURN)
+    out = cascade.verify_body(req, draft, "00ff")
+    assert req.raw == raw and json.dumps(req.body) == json.dumps(body)  # the input is not mutated
+    parsed = json.loads(out)
+    assert json.dumps(parsed["messages"][:-1]) == json.dumps(body["messages"])
+    check = {"role": "user", "content": [{"type": "text", "text": verify.instruction(draft, "00ff")}]}
+    assert parsed["messages"][-1] == check
+    assert {k: v for k, v in parsed.items() if k != "messages"} == {"model": "m", "system": "sys"}
+    assert json.loads(_appended(raw, out).removeprefix(b",")) == check
 
 
-def test_anthropic_with_user_text_block_content():
+def test_anthropic_append_message_after_tool_result_keeps_cache_control():
     result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "42",
               "cache_control": {"type": "ephemeral"}}
     body = {"messages": [{"role": "user", "content": "q"},
                          {"role": "assistant", "content": [TOOL_USE_BLOCK]},
                          {"role": "user", "content": [result]}]}
-    snapshot = json.dumps(body)
-    out = anthropic.with_user_text(body, "CHECK")
-    assert json.dumps(body) == snapshot
-    assert json.dumps(out["messages"][:-1]) == json.dumps(body["messages"][:-1])
-    assert out["messages"][-1]["content"] == [result, {"type": "text", "text": "CHECK"}]
-    assert len(out["messages"]) == 3
+    raw = json.dumps(body, indent=2).encode()
+    check = {"role": "user", "content": [{"type": "text", "text": "CHECK"}]}
+    out = splice.append_message(raw, check)
+    parsed = json.loads(out)
+    assert json.dumps(parsed["messages"][:-1]) == json.dumps(body["messages"])
+    assert parsed["messages"][2]["content"] == [result]  # the cache breakpoint stays where it was
+    assert parsed["messages"][3] == check
+    assert len(parsed["messages"]) == 4
+    assert _appended(raw, out) == b"," + codecs.dumps(check)
 
 
-def test_anthropic_with_user_text_after_assistant():
+def test_anthropic_append_message_after_assistant():
     body = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "prefill"}]}
-    out = anthropic.with_user_text(body, "CHECK")
+    raw = json.dumps(body).encode()
+    out = json.loads(splice.append_message(raw, {"role": "user", "content": [{"type": "text", "text": "CHECK"}]}))
     assert out["messages"][:2] == body["messages"]
     assert out["messages"][2] == {"role": "user", "content": [{"type": "text", "text": "CHECK"}]}
     assert len(body["messages"]) == 2
@@ -368,8 +385,12 @@ def test_openai_encode_sse_chunks_validate(include_usage):
     with_choices = [c for c in chunks if c.choices]
     assert with_choices[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in with_choices) == LONG_TEXT
-    calls = [t for c in with_choices for t in (c.choices[0].delta.tool_calls or [])]
-    assert [(t.index, t.id, t.function.name, json.loads(t.function.arguments)) for t in calls] == [
+    calls: dict[int, dict] = {}
+    for c in with_choices:
+        for t in c.choices[0].delta.tool_calls or []:
+            call = calls.setdefault(t.index, {"id": t.id, "name": t.function.name, "args": ""})
+            call["args"] += t.function.arguments or ""
+    assert [(i, c["id"], c["name"], json.loads(c["args"])) for i, c in sorted(calls.items())] == [
         (0, "toolu_1", "read_file", TOOL_INPUT), (1, "toolu_2", "now", {})]
     finishes = [c.choices[0].finish_reason for c in with_choices]
     assert finishes[-1] == "tool_calls" and all(f is None for f in finishes[:-1])
@@ -396,18 +417,23 @@ def test_openai_encode_sse_accumulated_by_sdk():
     assert final.usage.completion_tokens == 50
 
 
-def test_openai_with_user_text_keeps_earlier_messages_byte_identical():
+def test_openai_verify_body_keeps_earlier_messages_byte_identical():
     messages = [{"role": "system", "content": "sys"}, {"role": "user", "content": [{"type": "text", "text": "q"}]},
                 {"role": "assistant", "content": None, "tool_calls": [
                     {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
                 {"role": "tool", "tool_call_id": "c", "content": "42"}]
     body = {"model": "gpt", "tools": [], "messages": messages}
-    snapshot = json.dumps(body)
-    out = openai.with_user_text(body, "CHECK")
-    assert json.dumps(body) == snapshot
-    assert json.dumps(out["messages"][:-1]) == json.dumps(messages)
-    assert out["messages"][-1] == {"role": "user", "content": "CHECK"}
-    assert {k: v for k, v in out.items() if k != "messages"} == {"model": "gpt", "tools": []}
+    raw = json.dumps(body, ensure_ascii=False, separators=(", ", ":")).encode()
+    req = parse_request(Api.OPENAI, raw, {})
+    draft = Response(id="d", model="draft", blocks=[Block("text", text="DRAFT")], stop_reason=StopReason.END_TURN)
+    out = cascade.verify_body(req, draft, "00ff")
+    assert req.raw == raw and req.body == body
+    parsed = json.loads(out)
+    assert json.dumps(parsed["messages"][:-1]) == json.dumps(messages)
+    check = {"role": "user", "content": verify.instruction(draft, "00ff")}
+    assert parsed["messages"][-1] == check
+    assert {k: v for k, v in parsed.items() if k != "messages"} == {"model": "gpt", "tools": []}
+    assert json.loads(_appended(raw, out).removeprefix(b",")) == check
 
 
 def test_openai_with_model_stream_options():
