@@ -45,24 +45,22 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from cascade_extproc.routing.rules import RuleSet
+    from cascade_extproc.routing.router import Router
     from cascade_extproc.types import Api
 
-    cfg = _load(args.config)
-    rules = RuleSet.from_config(cfg.router.rules)
+    router = Router.from_config(_load(args.config))
     if args.file == "-":
-        return _route_lines(sys.stdin, rules, Api(args.api))
+        return _route_lines(sys.stdin, router, Api(args.api))
     try:
         with open(args.file, encoding="utf-8") as f:
-            return _route_lines(f, rules, Api(args.api))
+            return _route_lines(f, router, Api(args.api))
     except OSError as exc:
         print(f"cascade-extproc route: {exc}", file=sys.stderr)
         return 2
 
 
-def _route_lines(lines, rules, api) -> int:
+def _route_lines(lines, router, api) -> int:
     from cascade_extproc.codecs import CodecError, parse_request
-    from cascade_extproc.routing.features import extract
 
     for n, line in enumerate(lines, 1):
         raw = line.strip().encode()
@@ -74,7 +72,7 @@ def _route_lines(lines, rules, api) -> int:
         except CodecError as exc:
             out.update(path="direct", rule="unparsed-body", error=str(exc), features={})
         else:
-            d = rules.decide(extract(req, len(raw)))
+            d = router.decide(req, len(raw))
             out.update(path=str(d.route), rule=d.rule, features=d.features)
         print(json.dumps(out), flush=True)
     return 0

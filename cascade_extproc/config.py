@@ -88,8 +88,27 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Economics:
+    """Assumptions for the expected saving of a cascade (see docs/routing.md)."""
+
+    expected_output_tokens: int = 600  # a typical agentic answer's length
+    accept_rate: float = 0.7  # share of drafts the strong model accepts
+    verdict_tokens: int = 10  # "ACCEPT <nonce>"
+    instruction_tokens: int = 150  # the verify turn around the draft
+
+
+@dataclass(frozen=True)
 class RouterConfig:
     rules: list[dict[str, Any]] = field(default_factory=list)
+    # Keyword classes: name → regex searched (case-insensitive) in the last user text.
+    keywords: dict[str, str] = field(default_factory=dict)
+    economics: Economics = field(default_factory=Economics)
+
+
+@dataclass(frozen=True)
+class PricingConfig:
+    # Ordered {match, input, output, cache_write, cache_read[, cache_write_1h]}, USD per MTok.
+    models: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -100,6 +119,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
+    pricing: PricingConfig = field(default_factory=PricingConfig)
 
 
 def _merge(base: Any, over: Any) -> Any:
@@ -145,6 +165,10 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(key, f"expected a list, got {type(value).__name__}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a mapping, got {type(value).__name__}")
+        return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float, str, bool) and (type(value) is not tp):
@@ -157,7 +181,7 @@ def _join(prefix: str, name: str) -> str:
 
 
 def _check(cfg: Config) -> None:
-    from cascade_extproc.routing.rules import RuleSet  # routing validates its own rules
+    from cascade_extproc.routing.rules import RuleSet  # each part validates its own section
 
     for api in Api:
         pair = cfg.providers.for_api(api)
@@ -181,7 +205,18 @@ def _check(cfg: Config) -> None:
         raise ConfigError("cascade.on_verify_failure", "one of fallback, serve_draft")
     if cfg.limits.max_body_bytes < 1024:
         raise ConfigError("limits.max_body_bytes", "must be >= 1024")
+    from cascade_extproc.pricing import PriceTable
+    from cascade_extproc.routing.features import compile_keywords
+
     RuleSet.from_config(cfg.router.rules)
+    compile_keywords(cfg.router.keywords)
+    PriceTable.from_config(cfg.pricing.models)
+    eco = cfg.router.economics
+    if not 0 <= eco.accept_rate <= 1:
+        raise ConfigError("router.economics.accept_rate", "a share between 0 and 1")
+    for name in ("expected_output_tokens", "verdict_tokens", "instruction_tokens"):
+        if getattr(eco, name) < 0:
+            raise ConfigError(f"router.economics.{name}", "must be >= 0")
 
 
 def parse(data: Any) -> Config:

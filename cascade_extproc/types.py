@@ -62,6 +62,7 @@ class Usage:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0  # the part of cache_write_tokens written for 1 hour
 
 
 class StopReason(enum.StrEnum):

@@ -134,10 +134,12 @@ def encode_request(req: ChatRequest) -> dict[str, Any]:
 # ---- responses -------------------------------------------------------------------------------
 
 def _usage(u: dict[str, Any]) -> Usage:
+    split = u.get("cache_creation") if isinstance(u.get("cache_creation"), dict) else {}
     return Usage(input_tokens=int(u.get("input_tokens") or 0),
                  output_tokens=int(u.get("output_tokens") or 0),
                  cache_read_tokens=int(u.get("cache_read_input_tokens") or 0),
-                 cache_write_tokens=int(u.get("cache_creation_input_tokens") or 0))
+                 cache_write_tokens=int(u.get("cache_creation_input_tokens") or 0),
+                 cache_write_1h_tokens=int(split.get("ephemeral_1h_input_tokens") or 0))
 
 
 def _stop(value: Any) -> StopReason:

@@ -18,8 +18,7 @@ from cascade_extproc.extproc.mutations import Mode
 from cascade_extproc.headers import ROUTE_HEADER
 from cascade_extproc.metrics import Metrics
 from cascade_extproc.providers import API_PATH, HttpProvider
-from cascade_extproc.routing.features import extract
-from cascade_extproc.routing.rules import RuleSet
+from cascade_extproc.routing.router import Router
 from cascade_extproc.types import Api, Path, Request, Response, Route, StreamError
 
 log = logging.getLogger("cascade_extproc.requests")
@@ -42,7 +41,7 @@ class Runtime:
     """Everything built from one Config; replaced whole when the config changes."""
 
     cfg: Config
-    rules: RuleSet
+    router: Router
     providers: dict[tuple[Api, str], HttpProvider]  # (client api, "draft" | "strong")
 
 
@@ -92,7 +91,7 @@ class Exchange:
             yield mutations.continue_body(Path.DIRECT)
             return
         try:
-            decision = self.rt.rules.decide(extract(req, len(msg.body)))
+            decision = self.rt.router.decide(req, len(msg.body))
         except Exception:
             log.exception("routing failed")
             yield self._fallback(req, "router-error", "route")
@@ -256,4 +255,4 @@ def runtime_from(cfg: Config, session, make_provider: Callable = HttpProvider) -
         for role in ("draft", "strong"):
             prov = getattr(pair, role)
             providers[(api, role)] = make_provider(prov.api(api), prov.base_url, session)
-    return Runtime(cfg=cfg, rules=RuleSet.from_config(cfg.router.rules), providers=providers)
+    return Runtime(cfg=cfg, router=Router.from_config(cfg), providers=providers)

@@ -1,14 +1,21 @@
 """Cheap, pure features of a request that the rules can test.
 
-Token counts are estimates: about 4 characters per token for English and code, which is
-what provider tokenizers average on agentic traffic. Good enough to compare with thresholds.
+Token counts are estimates: about 4 characters (or bytes of JSON) per token, what provider
+tokenizers average on agentic traffic (code, English, JSON). Good enough for thresholds; the
+cost model uses real usage wherever the provider reports it.
+Only the last turn and the last assistant turn are inspected, so the cost does not grow with
+the conversation, except `context_tokens`, which comes from the body's size.
 """
 from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
+from cascade_extproc.config import ConfigError, Economics
+from cascade_extproc.pricing import PriceTable
+from cascade_extproc.routing.economics import cascade_saving
 from cascade_extproc.types import Api, Request
 
 CHARS_PER_TOKEN = 4
@@ -20,48 +27,106 @@ FEATURES: dict[str, type] = {
     "model": str,
     "stream": bool,
     "tools": int,
+    "strict_tools": bool,
     "tool_choice": str,
     "messages": int,
+    "user_turns": int,
     "last_turn": str,
     "last_turn_tokens": int,
     "context_tokens": int,
+    "in_tool_loop": bool,
+    "recent_tools": list,
     "thinking": bool,
+    "images": int,
     "has_code": bool,
+    "keywords": list,
     "max_tokens": int,
+    "client": str,
+    "cascade_saving": float,
 }
+
+
+@dataclass(frozen=True)
+class Context:
+    """What features need besides the request: keyword classes and the cost model."""
+
+    keywords: Mapping[str, re.Pattern[str]] = field(default_factory=dict)
+    prices: PriceTable | None = None
+    draft_models: Mapping[Api, str] = field(default_factory=dict)
+    economics: Economics = field(default_factory=Economics)
+
+
+def compile_keywords(classes: Mapping[str, str], key: str = "router.keywords") -> dict[str, re.Pattern[str]]:
+    out = {}
+    for name, pattern in classes.items():
+        if not isinstance(pattern, str):
+            raise ConfigError(f"{key}.{name}", "expected a regex string")
+        try:
+            out[name] = re.compile(pattern, re.IGNORECASE)
+        except re.error as exc:
+            raise ConfigError(f"{key}.{name}", f"bad regex: {exc}") from None
+    return out
 
 
 def estimate_tokens(chars: int) -> int:
     return math.ceil(chars / CHARS_PER_TOKEN)
 
 
-def extract(req: Request, body_bytes: int) -> dict[str, Any]:
+def extract(req: Request, body_bytes: int, ctx: Context | None = None) -> dict[str, Any]:
     """All features of `req`; `body_bytes` is the size of the raw body."""
+    ctx = ctx or Context()
     body = req.body
     messages = body.get("messages") or []
     last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
-    if req.api is Api.ANTHROPIC:
-        last_turn, text = _anthropic_last_turn(last)
-        thinking = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") == "enabled"
+    anthropic = req.api is Api.ANTHROPIC
+    last_turn, text, images = (_anthropic_last_turn if anthropic else _openai_last_turn)(last)
+    if anthropic:
+        thinking = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") in ("enabled", "adaptive")
         max_tokens = body.get("max_tokens")
     else:
-        last_turn, text = _openai_last_turn(last)
         thinking = "reasoning_effort" in body
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    return {
+    recent = _recent_tools(messages, anthropic)
+    tools = body.get("tools") or []
+    features = {
         "api": str(req.api),
         "model": req.model,
         "stream": req.stream,
-        "tools": len(body.get("tools") or []),
+        "tools": len(tools),
+        "strict_tools": any(isinstance(t, dict) and (t.get("strict") or (t.get("function") or {}).get("strict"))
+                            for t in tools),
         "tool_choice": _tool_choice(body.get("tool_choice")),
         "messages": len(messages),
+        "user_turns": sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "user"),
         "last_turn": last_turn,
         "last_turn_tokens": estimate_tokens(len(text)),
         "context_tokens": estimate_tokens(body_bytes),
+        "in_tool_loop": last_turn in ("tool_result", "tool_error") and bool(recent),
+        "recent_tools": recent,
         "thinking": thinking,
+        "images": images,
         "has_code": bool(_CODE.search(text)),
+        "keywords": [name for name, rx in ctx.keywords.items() if last_turn == "user_text" and rx.search(text)],
         "max_tokens": max_tokens if isinstance(max_tokens, int) else 0,
+        "client": _client(req.headers.get("user-agent", "")),
+        "cascade_saving": None,
     }
+    features["cascade_saving"] = _saving(req, features, ctx)
+    return features
+
+
+def _saving(req: Request, f: dict[str, Any], ctx: Context) -> float | None:
+    if ctx.prices is None or req.api not in ctx.draft_models:
+        return None
+    strong, draft = ctx.prices.lookup(req.model), ctx.prices.lookup(ctx.draft_models[req.api])
+    if strong is None or draft is None:
+        return None  # unknown prices: rules on cascade_saving do not match
+    return cascade_saving(f["context_tokens"], f["last_turn_tokens"], strong, draft, ctx.economics)
+
+
+def _client(user_agent: str) -> str:
+    """The product part of a user-agent: claude-cli, anthropic, openai, ..."""
+    return user_agent.split("/", 1)[0].strip().lower() if user_agent else ""
 
 
 def _tool_choice(choice: Any) -> str:
@@ -75,33 +140,49 @@ def _tool_choice(choice: Any) -> str:
     return "unknown"
 
 
-def _anthropic_last_turn(msg: dict[str, Any]) -> tuple[str, str]:
+def _recent_tools(messages: list[Any], anthropic: bool) -> list[str]:
+    """Tools the last assistant turn called."""
+    for m in reversed(messages):
+        if isinstance(m, dict) and m.get("role") == "assistant":
+            if anthropic:
+                content = m.get("content")
+                blocks = content if isinstance(content, list) else []
+                return [str(b.get("name")) for b in blocks if isinstance(b, dict) and b.get("type") == "tool_use"]
+            return [str((c.get("function") or {}).get("name")) for c in m.get("tool_calls") or [] if isinstance(c, dict)]
+    return []
+
+
+def _anthropic_last_turn(msg: dict[str, Any]) -> tuple[str, str, int]:
     role, content = msg.get("role"), msg.get("content")
     if role == "assistant":
-        return "assistant", _text_of(content)
+        return "assistant", _text_of(content), 0
     if role != "user":
-        return "other", ""
+        return "other", "", 0
     if isinstance(content, str):
-        return "user_text", content
+        return "user_text", content, 0
     if not isinstance(content, list):
-        return "other", ""
+        return "other", "", 0
+    images = sum(1 for b in content if isinstance(b, dict) and b.get("type") == "image")
     results = [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
     if results:
         kind = "tool_error" if any(b.get("is_error") for b in results) else "tool_result"
-        return kind, "".join(_text_of(b.get("content")) for b in results)
+        return kind, "".join(_text_of(b.get("content")) for b in results), images
     text = _text_of(content)
-    return ("user_text", text) if text else ("other", "")
+    return ("user_text", text, images) if text or images else ("other", "", 0)
 
 
-def _openai_last_turn(msg: dict[str, Any]) -> tuple[str, str]:
-    role, text = msg.get("role"), _text_of(msg.get("content"))
+def _openai_last_turn(msg: dict[str, Any]) -> tuple[str, str, int]:
+    role, content = msg.get("role"), msg.get("content")
+    text = _text_of(content)
+    images = sum(1 for p in content if isinstance(p, dict) and p.get("type") == "image_url") \
+        if isinstance(content, list) else 0
     if role == "tool":
-        return "tool_result", text
+        return "tool_result", text, 0
     if role == "user":
-        return "user_text", text
+        return "user_text", text, images
     if role == "assistant":
-        return "assistant", text
-    return "other", text
+        return "assistant", text, 0
+    return "other", text, 0
 
 
 def _text_of(content: Any) -> str:

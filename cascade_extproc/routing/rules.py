@@ -91,11 +91,13 @@ def _parse_rule(item: Any, key: str) -> Rule:
 
 
 def _parse_condition(feature: str, spec: Any, key: str) -> list[Condition]:
-    """`x` means eq x; `[a, b]` means in; a mapping combines operators (all must hold)."""
+    """`x` means eq x; `[a, b]` means in; a mapping combines operators (all must hold).
+    On list features (keywords, recent_tools) `x` means contains x and `[a, b]` any_of."""
+    is_list = FEATURES[feature] is list
     if isinstance(spec, list):
-        spec = {"in": spec}
+        spec = {"any_of" if is_list else "in": spec}
     elif not isinstance(spec, dict):
-        spec = {"eq": spec}
+        spec = {"contains" if is_list else "eq": spec}
     out = []
     for op, arg in spec.items():
         k = f"{key}.{op}"
@@ -111,6 +113,16 @@ def _parse_condition(feature: str, spec: Any, key: str) -> list[Condition]:
             members = frozenset(arg)
             test = (lambda v, m=members: v in m) if op == "in" else (lambda v, m=members: v not in m)
             out.append(Condition(feature, op, arg, test))
+        elif op in ("contains", "any_of", "none_of"):
+            if FEATURES[feature] is not list:
+                raise ConfigError(k, f"{op} applies to list features, and {feature!r} is not one")
+            wanted = [arg] if op == "contains" else arg
+            if not isinstance(wanted, list) or not all(isinstance(w, str) for w in wanted):
+                raise ConfigError(k, "expected a string" if op == "contains" else "expected a list of strings")
+            members = frozenset(wanted)
+            test = (lambda v, m=members: m.isdisjoint(v)) if op == "none_of" else \
+                (lambda v, m=members: not m.isdisjoint(v))
+            out.append(Condition(feature, op, arg, test))
         elif op == "matches":
             try:
                 rx = re.compile(str(arg))
@@ -118,14 +130,16 @@ def _parse_condition(feature: str, spec: Any, key: str) -> list[Condition]:
                 raise ConfigError(k, f"bad regex: {exc}") from None
             out.append(Condition(feature, op, arg, lambda v, rx=rx: bool(rx.search(str(v)))))
         else:
-            raise ConfigError(k, "unknown operator; use eq ne lt le gt ge in not_in matches")
+            raise ConfigError(k, "unknown operator; use eq ne lt le gt ge in not_in matches contains any_of none_of")
     return out
 
 
 def _check_type(feature: str, value: Any, key: str) -> None:
     """A condition value must have its feature's type, or the rule could silently never match."""
     expected = FEATURES[feature]
-    if expected is int:
+    if expected is list:
+        raise ConfigError(key, f"feature {feature!r} is a list: use contains or any_of")
+    if expected in (int, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     else:
         ok = isinstance(value, expected)

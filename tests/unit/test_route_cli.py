@@ -33,7 +33,8 @@ def requests_file(tmp_path):
 def test_route_file(capsys, requests_file):
     simple, complex_, bad = route(capsys, str(requests_file))
     assert simple == {"line": 1, "path": "skipped", "rule": "short-user-text",
-                      "features": {"last_turn": "user_text", "last_turn_tokens": 2, "has_code": False}}
+                      "features": {"last_turn": "user_text", "last_turn_tokens": 2, "has_code": False,
+                                   "keywords": []}}
     assert (complex_["line"], complex_["path"], complex_["rule"], complex_["features"]) == (
         3, "cascade", "complex-turn", {})
     assert (bad["line"], bad["path"], bad["rule"], bad["features"]) == (4, "direct", "unparsed-body", {})

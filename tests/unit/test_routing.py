@@ -80,7 +80,7 @@ def test_anthropic_tool_result_and_error():
 @pytest.mark.parametrize("last, kind", [
     ({"role": "assistant", "content": "Sure, here"}, "assistant"),
     ({"role": "assistant", "content": [TOOL_USE]}, "assistant"),
-    ({"role": "user", "content": [{"type": "image", "source": {}}]}, "other"),
+    ({"role": "user", "content": [{"type": "image", "source": {}}]}, "user_text"),  # an image is a user turn
     ({"role": "user", "content": None}, "other"),
     ({"role": "system", "content": "x"}, "other"),
 ])
@@ -204,7 +204,7 @@ def test_default_rules(req, route, rule):
 
 def test_decision_reports_only_the_features_its_rule_used():
     d = decide_default(a_req([{"role": "user", "content": "thanks!"}]))
-    assert d.features == {"last_turn": "user_text", "last_turn_tokens": 2, "has_code": False}
+    assert d.features == {"last_turn": "user_text", "last_turn_tokens": 2, "has_code": False, "keywords": []}
 
 
 def test_first_match_wins():

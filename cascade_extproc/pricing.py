@@ -1,0 +1,76 @@
+"""The cost model (pure): a price table per model, and the cost of a request from its usage.
+
+Prompt caching dominates agentic cost, so cache reads and writes are priced apart from plain
+input; Anthropic's 1-hour cache writes (what Claude Code uses) cost more than 5-minute ones.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any
+
+from cascade_extproc.config import ConfigError
+from cascade_extproc.types import Usage
+
+PER_TOKEN = 1e-6  # prices are quoted in USD per million tokens
+_FIELDS = ("input", "output", "cache_write", "cache_read", "cache_write_1h")
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million tokens."""
+
+    input: float
+    output: float
+    cache_write: float  # 5-minute cache writes (Anthropic); providers without a premium: = input
+    cache_read: float
+    cache_write_1h: float | None = None  # defaults to cache_write
+
+    def cost(self, u: Usage) -> float:
+        w1h = min(u.cache_write_1h_tokens, u.cache_write_tokens)
+        per_1h = self.cache_write if self.cache_write_1h is None else self.cache_write_1h
+        return PER_TOKEN * (u.input_tokens * self.input + u.output_tokens * self.output
+                            + (u.cache_write_tokens - w1h) * self.cache_write + w1h * per_1h
+                            + u.cache_read_tokens * self.cache_read)
+
+
+class PriceTable:
+    """Ordered (pattern, price) pairs; the first fnmatch-style pattern matching a model wins."""
+
+    def __init__(self, entries: list[tuple[str, Price]]):
+        self.entries = entries
+
+    @classmethod
+    def from_config(cls, data: Any, key: str = "pricing.models") -> "PriceTable":
+        if not isinstance(data, list):
+            raise ConfigError(key, "expected a list of {match, input, output, cache_write, cache_read}")
+        entries = []
+        for i, item in enumerate(data):
+            k = f"{key}[{i}]"
+            if not isinstance(item, dict):
+                raise ConfigError(k, "expected a mapping")
+            for name in item:
+                if name not in ("match", *_FIELDS):
+                    raise ConfigError(f"{k}.{name}", "unknown key")
+            if not isinstance(item.get("match"), str) or not item["match"]:
+                raise ConfigError(f"{k}.match", "required: a model name or pattern such as claude-opus-4-*")
+            values = {}
+            for name in _FIELDS:
+                v = item.get(name)
+                if v is None and name == "cache_write_1h":
+                    continue
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                    raise ConfigError(f"{k}.{name}", "required: a price >= 0 in USD per million tokens")
+                values[name] = float(v)
+            entries.append((item["match"], Price(**values)))
+        return cls(entries)
+
+    def lookup(self, model: str) -> Price | None:
+        for pattern, price in self.entries:
+            if fnmatch.fnmatchcase(model, pattern):
+                return price
+        return None
+
+    def cost(self, model: str, usage: Usage) -> float | None:
+        price = self.lookup(model)
+        return None if price is None else price.cost(usage)

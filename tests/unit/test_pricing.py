@@ -1,0 +1,85 @@
+"""The cost model against hand-computed cases, cache reads and writes included."""
+import pytest
+
+from cascade_extproc import config
+from cascade_extproc.config import ConfigError, Economics
+from cascade_extproc.pricing import Price, PriceTable
+from cascade_extproc.routing.economics import cascade_saving
+from cascade_extproc.types import Usage
+
+OPUS = Price(input=5, output=25, cache_write=6.25, cache_read=0.5, cache_write_1h=10)
+DEEPSEEK = Price(input=0.27, output=1.10, cache_write=0.27, cache_read=0.07)
+
+
+def test_plain_input_and_output():
+    # 1,000 in at $5/M + 500 out at $25/M = 0.005 + 0.0125
+    assert OPUS.cost(Usage(input_tokens=1000, output_tokens=500)) == pytest.approx(0.0175)
+
+
+def test_cache_reads_and_writes_are_priced_apart():
+    # The first line of the sample transcript: 3 input, 13 output, 13,835 written for 1 h,
+    # 11,515 read: 3·5 + 13·25 + 13,835·10 + 11,515·0.5 = 15 + 325 + 138,350 + 5,757.5 per M
+    u = Usage(input_tokens=3, output_tokens=13, cache_write_tokens=13835,
+              cache_write_1h_tokens=13835, cache_read_tokens=11515)
+    assert OPUS.cost(u) == pytest.approx(144447.5e-6)
+
+
+def test_five_minute_and_one_hour_writes():
+    # 4,000 written: 1,000 of them for 1 h → 3,000·6.25 + 1,000·10 = 28,750 per M
+    u = Usage(cache_write_tokens=4000, cache_write_1h_tokens=1000)
+    assert OPUS.cost(u) == pytest.approx(0.02875)
+    # No 1-hour price: 1-hour writes cost what 5-minute ones do.
+    assert DEEPSEEK.cost(u) == pytest.approx(4000 * 0.27e-6)
+
+
+def test_deepseek_cache_hit_and_miss():
+    # 10,000 hits at $0.07 + 2,000 misses at $0.27 + 300 out at $1.10
+    u = Usage(input_tokens=2000, cache_read_tokens=10000, output_tokens=300)
+    assert DEEPSEEK.cost(u) == pytest.approx((10000 * 0.07 + 2000 * 0.27 + 300 * 1.10) * 1e-6)
+
+
+def test_lookup_first_match_wins_and_unknown_is_none():
+    table = PriceTable.from_config(config.load().pricing.models)
+    assert table.lookup("claude-opus-4-6") == OPUS
+    assert table.lookup("claude-opus-4-1").input == 15  # the older, dearer Opus
+    assert table.lookup("claude-sonnet-4-5-20250929").output == 15
+    assert table.lookup("deepseek-chat") == DEEPSEEK
+    assert table.lookup("gpt-unknown") is None
+    assert table.cost("gpt-unknown", Usage(input_tokens=1)) is None
+
+
+@pytest.mark.parametrize("entry, key", [
+    ({"input": 1, "output": 1, "cache_write": 1, "cache_read": 1}, "pricing.models[0].match"),
+    ({"match": "m", "output": 1, "cache_write": 1, "cache_read": 1}, "pricing.models[0].input"),
+    ({"match": "m", "input": -1, "output": 1, "cache_write": 1, "cache_read": 1}, "pricing.models[0].input"),
+    ({"match": "m", "input": 1, "output": "1", "cache_write": 1, "cache_read": 1}, "pricing.models[0].output"),
+    ({"match": "m", "input": 1, "output": 1, "cache_write": 1, "cache_read": 1, "typo": 1}, "pricing.models[0].typo"),
+])
+def test_bad_price_entries_name_the_key(entry, key):
+    with pytest.raises(ConfigError) as err:
+        config.parse({"pricing": {"models": [entry]}})
+    assert err.value.key == key
+
+
+ECO = Economics(expected_output_tokens=600, accept_rate=0.7, verdict_tokens=10, instruction_tokens=150)
+
+
+def test_cascade_cannot_save_with_a_long_cached_context_and_a_short_answer():
+    # 100k context, 1k new: the draft reads 99k from its cache (6,930) + writes 1k (270) +
+    # writes 600 (660) = 7,860; the verify adds (600 + 150) fresh input at $5 = 3,750 and a
+    # verdict 0.7·10·25 = 175; it saves 0.7·600·25 = 10,500 of output: 10,500 − 11,785 < 0
+    saving = cascade_saving(100_000, 1_000, OPUS, DEEPSEEK, ECO)
+    assert saving == pytest.approx((10500 - 7860 - 3750 - 175) * 1e-6)
+    assert saving < 0
+
+
+def test_cascade_saves_with_a_short_context():
+    # 10k context: the draft costs 9,000·0.07 + 1,000·0.27 + 660 = 1,560; 10,500 − 5,485 > 0
+    saving = cascade_saving(10_000, 1_000, OPUS, DEEPSEEK, ECO)
+    assert saving == pytest.approx((10500 - 1560 - 3750 - 175) * 1e-6)
+    assert saving > 0
+
+
+def test_cascade_saving_grows_with_the_expected_answer():
+    long_answer = Economics(expected_output_tokens=4000, accept_rate=0.7, verdict_tokens=10, instruction_tokens=150)
+    assert cascade_saving(100_000, 1_000, OPUS, DEEPSEEK, long_answer) > 0  # 70,000 saved vs ~32k spent

@@ -1,0 +1,124 @@
+"""The router with its context: keyword classes, list features, the cost model in the rules."""
+import json
+
+import pytest
+import yaml
+
+from cascade_extproc import codecs, config
+from cascade_extproc.config import ConfigError
+from cascade_extproc.routing.features import Context, extract
+from cascade_extproc.routing.router import Router
+from cascade_extproc.routing.rules import RuleSet
+from cascade_extproc.types import Api, Route
+
+ROUTER = Router.from_config(config.load())
+
+
+def req(messages, api=Api.ANTHROPIC, headers=None, **body):
+    raw = json.dumps({"model": "claude-opus-4-6", "max_tokens": 1000, "messages": messages, **body}).encode()
+    return codecs.parse_request(api, raw, headers or {}), len(raw)
+
+
+def features(messages, **kw):
+    r, n = req(messages, **kw)
+    return extract(r, n, ROUTER.ctx)
+
+
+TOOL_LOOP = [{"role": "user", "content": "list the files"},
+             {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Bash", "input": {}},
+                                               {"type": "tool_use", "id": "t2", "name": "Read", "input": {}}]},
+             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "a.py"},
+                                          {"type": "tool_result", "tool_use_id": "t2", "content": "x"}]}]
+
+
+def test_tool_loop_features():
+    f = features(TOOL_LOOP)
+    assert f["in_tool_loop"] is True and f["recent_tools"] == ["Bash", "Read"]
+    assert f["user_turns"] == 2 and f["messages"] == 3
+    assert features(TOOL_LOOP[:1])["in_tool_loop"] is False
+
+
+def test_keywords_images_client_strict_tools():
+    f = features([{"role": "user", "content": "why does the build fail?"}],
+                 headers={"user-agent": "claude-cli/2.0.1 (external, cli)"})
+    assert f["keywords"] == ["planning", "debugging"] and f["client"] == "claude-cli"
+    img = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}
+    assert features([{"role": "user", "content": [img, {"type": "text", "text": "what is this"}]}])["images"] == 1
+    tool = {"name": "t", "input_schema": {"type": "object"}, "strict": True}
+    assert features([{"role": "user", "content": "hi"}], tools=[tool])["strict_tools"] is True
+    openai_tool = {"type": "function", "function": {"name": "t", "parameters": {}, "strict": True}}
+    assert features([{"role": "user", "content": "hi"}], api=Api.OPENAI, tools=[openai_tool])["strict_tools"] is True
+
+
+def test_cascade_saving_feature_uses_the_price_table():
+    assert features([{"role": "user", "content": "hi"}])["cascade_saving"] > 0  # tiny context, Opus
+    unknown = features([{"role": "user", "content": "hi"}], model="some-unknown-model")
+    assert unknown["cascade_saving"] is None
+
+
+def test_long_context_complex_turn_goes_direct_by_the_cost_rule():
+    history = [{"role": "user", "content": "x" * 400_000}, {"role": "assistant", "content": "ok"},
+               {"role": "user", "content": "Now refactor the parser and explain the trade-offs in detail. " * 3}]
+    r, n = req(history)
+    d = ROUTER.decide(r, n)
+    assert (d.route, d.rule) == (Route.DIRECT, "cascade-cannot-save")
+    assert d.features["cascade_saving"] < 0
+    r, n = req(history[-1:])
+    assert ROUTER.decide(r, n).route is Route.CASCADE  # the same turn without the long context
+
+
+def test_default_paths():
+    cases = {
+        "thanks": (Route.SKIPPED, "short-user-text"),
+        "why is this slow?": (Route.CASCADE, "complex-turn"),  # short, but asks for reasoning
+        "fix the failing test": (Route.CASCADE, "complex-turn"),
+    }
+    for text, expected in cases.items():
+        r, n = req([{"role": "user", "content": text}])
+        d = ROUTER.decide(r, n)
+        assert (d.route, d.rule) == expected, text
+    r, n = req(TOOL_LOOP)
+    assert ROUTER.decide(r, n).rule == "tool-result-followup"
+    error_loop = TOOL_LOOP[:2] + [{"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "t1", "content": "Traceback...", "is_error": True},
+        {"type": "tool_result", "tool_use_id": "t2", "content": "x"}]}]
+    r, n = req(error_loop)
+    assert ROUTER.decide(r, n).route is Route.CASCADE  # a failed tool: the strong model looks
+
+
+def test_list_feature_operators():
+    def decide(when, f):
+        return RuleSet.from_config([{"name": "r", "route": "skipped", "when": when}]).decide(f).rule
+    f = {"keywords": ["planning"], "recent_tools": ["Bash"]}
+    assert decide({"keywords": "planning"}, f) == "r"  # scalar shorthand: contains
+    assert decide({"keywords": ["debugging", "planning"]}, f) == "r"  # list shorthand: any_of
+    assert decide({"keywords": {"none_of": ["planning"]}}, f) == "no-rule-matched"
+    assert decide({"recent_tools": {"contains": "Read"}}, f) == "no-rule-matched"
+    for bad in ({"keywords": {"eq": "x"}}, {"keywords": {"any_of": "x"}}, {"tools": {"contains": "x"}}):
+        with pytest.raises(ConfigError):
+            RuleSet.from_config([{"name": "r", "route": "skipped", "when": bad}])
+
+
+def test_keyword_classes_and_economics_from_config(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"router": {
+        "keywords": {"urgent": "asap|urgent"},
+        "rules": [{"name": "urgent", "route": "direct", "when": {"keywords": "urgent"}},
+                  {"name": "rest", "route": "skipped"}]}}))
+    router = Router.from_config(config.load(path))
+    r, n = req([{"role": "user", "content": "URGENT: ship it"}])
+    assert router.decide(r, n).rule == "urgent"
+    path.write_text(yaml.safe_dump({"router": {"keywords": {"bad": "("}}}))
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    assert err.value.key == "router.keywords.bad"
+    path.write_text(yaml.safe_dump({"router": {"economics": {"accept_rate": 2}}}))
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    assert err.value.key == "router.economics.accept_rate"
+
+
+def test_features_without_context_still_work():
+    r, n = req([{"role": "user", "content": "hi"}])
+    f = extract(r, n, Context())
+    assert f["keywords"] == [] and f["cascade_saving"] is None
