@@ -1,4 +1,4 @@
-"""Command line: serve, up, route, sim, envoy-config."""
+"""Command line: serve, up, route, replay, sim, envoy-config."""
 from __future__ import annotations
 
 import argparse
@@ -78,6 +78,40 @@ def _route_lines(lines, router, api) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    import os
+
+    from cascade_extproc import replay, transcripts
+
+    cfg = _load(args.config)
+    try:
+        if args.from_claude_code:
+            calls, stats = transcripts.load_with_stats(args.from_claude_code)
+            sources = stats["files"]
+        elif args.file:
+            calls, sources = transcripts.read_jsonl(args.file), 1
+        else:
+            print("cascade-extproc replay: give FILE.jsonl or --from-claude-code PATH", file=sys.stderr)
+            return 2
+    except (OSError, ValueError) as exc:
+        print(f"cascade-extproc replay: {exc}", file=sys.stderr)
+        return 2
+    if args.write:
+        with open(args.write, "w", encoding="utf-8") as out:
+            transcripts.write_jsonl(calls, out)
+        print(f"wrote {len(calls)} requests to {args.write}", file=sys.stderr)
+        return 0
+    rows = replay.plan(calls, cfg)
+    if args.target:
+        key = os.environ.get("ANTHROPIC_API_KEY", "replay")
+        asyncio.run(replay.send_all(calls, rows, args.target, key, args.drop_thinking))
+    if args.json:
+        replay.write_json(rows)
+    else:
+        replay.report(rows, sys.stdout, sources=sources, accept_rate=cfg.router.economics.accept_rate)
+    return 0
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     from cascade_extproc import sim
 
@@ -116,6 +150,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--config")
     s.add_argument("--api", choices=["anthropic", "openai"], default="anthropic")
     s.set_defaults(func=cmd_route)
+
+    s = sub.add_parser("replay", help="route recorded calls: path mix, rule hits, cost vs all-strong")
+    s.add_argument("file", nargs="?", help="JSON lines: calls written by --write, or request bodies")
+    s.add_argument("--from-claude-code", metavar="PATH", help="a Claude Code transcript (.jsonl) or a folder of them")
+    s.add_argument("--write", metavar="OUT", help="write the rebuilt requests as JSON lines and stop")
+    s.add_argument("--target", metavar="URL", help="also send them through a running stack (e.g. make run)")
+    s.add_argument("--drop-thinking", action="store_true",
+                   help="with --target: drop recorded thinking blocks (simulated providers reject their signatures)")
+    s.add_argument("--json", action="store_true", help="one JSON line per call instead of the report")
+    s.add_argument("--config")
+    s.set_defaults(func=cmd_replay)
 
     from cascade_extproc import sim
 

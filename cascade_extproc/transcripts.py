@@ -23,6 +23,7 @@ class RecordedUsage:
     output_tokens: int
     cache_read_tokens: int
     cache_write_tokens: int
+    cache_write_1h_tokens: int = 0  # part of cache_write_tokens written for 1 hour (priced higher)
 
 
 @dataclass(frozen=True)
@@ -246,8 +247,10 @@ def _usage(group: list[_Line]) -> RecordedUsage | None:
     if not usages:
         return None
     u = max(usages, key=lambda u: _int(u.get("output_tokens")))
+    split = u.get("cache_creation") if isinstance(u.get("cache_creation"), dict) else {}
     return RecordedUsage(_int(u.get("input_tokens")), _int(u.get("output_tokens")),
-                         _int(u.get("cache_read_input_tokens")), _int(u.get("cache_creation_input_tokens")))
+                         _int(u.get("cache_read_input_tokens")), _int(u.get("cache_creation_input_tokens")),
+                         _int(split.get("ephemeral_1h_input_tokens")))
 
 
 def _int(v: Any) -> int:

@@ -1,0 +1,69 @@
+"""Router speed: features + rules per request, and JSON parsing, at three body sizes.
+
+    .venv/bin/python bench/router.py [--repeat N]
+
+Claude-Code-like bodies (system blocks, 22 tools, a long tool loop) of about 20 KB, 200 KB and
+2 MB. Each figure is the median (and 95th percentile) over N timed runs in this process.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
+
+from claude_code import SYSTEM, TOOLS  # noqa: E402  (the shapes the tests use)
+
+from cascade_extproc import codecs, config  # noqa: E402
+from cascade_extproc.routing.router import Router  # noqa: E402
+from cascade_extproc.types import Api  # noqa: E402
+
+
+def body_of_size(target: int) -> bytes:
+    messages = [{"role": "user", "content": "Fix the flaky test in the payment module."}]
+    i = 0
+    while True:
+        messages.append({"role": "assistant", "content": [
+            {"type": "text", "text": "Let me look at the file."},
+            {"type": "tool_use", "id": f"toolu_{i:06d}", "name": "Read", "input": {"path": f"/src/mod{i}.py"}}]})
+        messages.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": f"toolu_{i:06d}",
+                                                      "content": "def f(x):\n    return x * 2\n" * 40}]})
+        raw = json.dumps({"model": "claude-opus-4-6", "max_tokens": 32000, "system": SYSTEM, "tools": TOOLS,
+                          "messages": messages, "stream": True}).encode()
+        if len(raw) >= target:
+            return raw
+        i += 1
+
+
+def timed(fn, repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1e6)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=300)
+    args = ap.parse_args()
+    router = Router.from_config(config.load())
+    print(f"router benchmark: {args.repeat} runs each, median (p95) in microseconds\n")
+    print(f"{'body':>8}  {'parse JSON':>18}  {'features + rules':>18}  {'parse share':>11}")
+    for size in (20_000, 200_000, 2_000_000):
+        raw = body_of_size(size)
+        req = codecs.parse_request(Api.ANTHROPIC, raw, {"user-agent": "claude-cli/2.0"})
+        parse = timed(lambda: codecs.parse_request(Api.ANTHROPIC, raw, {}), max(20, args.repeat // (size // 20_000)))
+        route = timed(lambda: router.decide(req, len(raw)), args.repeat)
+        p, r = statistics.median(parse), statistics.median(route)
+        fmt = lambda v: f"{statistics.median(v):9.1f} ({sorted(v)[int(0.95 * (len(v) - 1))]:7.1f})"  # noqa: E731
+        print(f"{len(raw) / 1000:7.0f}K  {fmt(parse):>18}  {fmt(route):>18}  {100 * p / (p + r):10.1f}%")
+
+
+if __name__ == "__main__":
+    main()
