@@ -54,19 +54,28 @@ def cmd_route(args: argparse.Namespace) -> int:
     try:
         with open(args.file, encoding="utf-8") as f:
             return _route_lines(f, router, Api(args.api))
+    except BrokenPipeError:  # the reader (say `head`) has seen enough
+        return 0
     except OSError as exc:
         print(f"cascade-extproc route: {exc}", file=sys.stderr)
         return 2
 
 
 def _route_lines(lines, router, api) -> int:
-    from cascade_extproc.codecs import CodecError, parse_request
+    from cascade_extproc.codecs import CodecError, dumps, parse_request
 
     for n, line in enumerate(lines, 1):
         raw = line.strip().encode()
         if not raw:
             continue
         out: dict[str, Any] = {"line": n}
+        try:  # a line written by `replay --write` wraps the request with its recorded details
+            wrapped = json.loads(raw)
+        except ValueError:
+            wrapped = None
+        if isinstance(wrapped, dict) and isinstance(wrapped.get("request"), dict):
+            out["request_id"] = wrapped.get("request_id")
+            raw = dumps(wrapped["request"])
         try:
             req = parse_request(api, raw, {})
         except CodecError as exc:

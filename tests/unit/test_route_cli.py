@@ -81,3 +81,12 @@ def test_route_bad_config_exits_2_and_names_key(capsys, tmp_path, requests_file)
 def test_missing_file_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["route", str(tmp_path / "nope.jsonl")]) == 2
     assert "nope.jsonl" in capsys.readouterr().err
+
+
+def test_route_reads_replay_written_calls(tmp_path, capsys):
+    src = tmp_path / "calls.jsonl"
+    src.write_text(json.dumps({"request_id": "req_9", "usage": None, "request": {
+        "model": "claude-opus-4-6", "max_tokens": 10, "messages": [{"role": "user", "content": "thanks"}]}}) + "\n")
+    assert cli.main(["route", str(src)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["request_id"], out["path"], out["rule"]) == ("req_9", "skipped", "short-user-text")
