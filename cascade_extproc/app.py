@@ -15,7 +15,9 @@ from cascade_extproc.config import Config
 from cascade_extproc.envoy_config import Addr
 from cascade_extproc.extproc.handler import Runtime, runtime_from
 from cascade_extproc.extproc.servicer import ExternalProcessor
+from cascade_extproc.ledger import Ledger
 from cascade_extproc.metrics import Metrics
+from cascade_extproc.reload import ConfigWatcher
 
 log = logging.getLogger("cascade_extproc")
 
@@ -23,9 +25,12 @@ log = logging.getLogger("cascade_extproc")
 class App:
     """The ext_proc gRPC server and the admin HTTP server, sharing one runtime."""
 
-    def __init__(self, cfg: Config, metrics: Metrics | None = None):
+    def __init__(self, cfg: Config, metrics: Metrics | None = None, config_path: str | None = None):
         self.cfg = cfg
+        self.config_path = config_path
         self.metrics = metrics or Metrics()
+        self.ledger = Ledger(self.metrics)
+        self.ledger.mode = cfg.mode
         self.grpc_port = 0
         self.admin_port = 0
         self._ready = False
@@ -33,6 +38,7 @@ class App:
         self._session: aiohttp.ClientSession | None = None
         self._grpc: grpc.aio.Server | None = None
         self._admin: web.AppRunner | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     def runtime(self) -> Runtime:
         assert self._runtime is not None, "App.start() first"
@@ -49,22 +55,38 @@ class App:
             ("grpc.max_send_message_length", limit),
         ])
         ep_grpc.add_ExternalProcessorServicer_to_server(
-            ExternalProcessor(self.runtime, self.metrics), self._grpc)
+            ExternalProcessor(self.runtime, self.ledger), self._grpc)
         grpc_addr = Addr.parse(cfg.listen.grpc)
         self.grpc_port = self._grpc.add_insecure_port(str(grpc_addr))
         await self._grpc.start()
-        self._admin = web.AppRunner(admin.build(self.metrics, lambda: self._ready), access_log=None)
+        self._admin = web.AppRunner(admin.build(self.metrics, lambda: self._ready,
+                                                dashboard_data=self.ledger.dashboard), access_log=None)
         await self._admin.setup()
         admin_addr = Addr.parse(cfg.listen.admin)
         site = web.TCPSite(self._admin, admin_addr.host, admin_addr.port)
         await site.start()
         self.admin_port = site._server.sockets[0].getsockname()[1]  # the real port when 0 was asked
+        if self.config_path:
+            watcher = ConfigWatcher(self.config_path, self.apply, self.metrics, cfg.reload_interval_s)
+            self._watcher = asyncio.get_running_loop().create_task(watcher.run())
         self._ready = True
         log.info("ext_proc gRPC on %s:%d, admin on http://%s:%d",
                  grpc_addr.host, self.grpc_port, admin_addr.host, self.admin_port)
 
+    def apply(self, cfg: Config) -> None:
+        """Use `cfg` for every request from now on (listen addresses need a restart)."""
+        if cfg.listen != self.cfg.listen:
+            log.warning("listen addresses changed in the config: they take effect on restart")
+        assert self._session is not None
+        self._runtime = runtime_from(cfg, self._session)
+        self.cfg = cfg
+        self.ledger.mode = cfg.mode
+        logging.getLogger().setLevel(cfg.log_level.upper())
+
     async def stop(self, grace_s: float = 5.0) -> None:
         self._ready = False
+        if self._watcher:
+            self._watcher.cancel()
         if self._grpc:
             await self._grpc.stop(grace_s)
         if self._admin:
@@ -82,8 +104,8 @@ async def wait_for_signal() -> None:
     await stop.wait()
 
 
-async def serve(cfg: Config) -> None:
-    app = App(cfg)
+async def serve(cfg: Config, config_path: str | None = None) -> None:
+    app = App(cfg, config_path=config_path)
     await app.start()
     try:
         await wait_for_signal()

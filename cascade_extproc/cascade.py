@@ -1,6 +1,7 @@
 """Draft → verify → accepted | enhanced. Raises CascadeError for the caller to fall back."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -45,6 +46,7 @@ class CascadeCall:
     strong_headers: dict[str, str]
     draft_timeout_s: float
     verify_timeout_s: float
+    on_call: Any = None  # a Histogram labelled (provider, call) to time the two calls
 
 
 def draft_body(req: Request, draft_api: Api, model: str, stream: bool = False) -> bytes:
@@ -78,17 +80,26 @@ def verify_body(req: Request, draft: Response, nonce: str) -> bytes:
     return splice.append_message(strong_body(req), message)
 
 
+async def _timed(call: CascadeCall, provider: str, name: str, coro):
+    t0 = time.monotonic()
+    try:
+        return await coro
+    finally:
+        if call.on_call is not None:
+            call.on_call.labels(provider, name).observe(time.monotonic() - t0)
+
+
 async def run(req: Request, call: CascadeCall) -> Outcome:
     try:
-        draft = await call.draft.complete(draft_body(req, call.draft.api, call.draft_model),
-                                          call.draft_headers, call.draft_timeout_s)
+        draft = await _timed(call, "draft", "draft", call.draft.complete(
+            draft_body(req, call.draft.api, call.draft_model), call.draft_headers, call.draft_timeout_s))
     except ProviderError as exc:
         raise CascadeError("draft", exc) from exc
     provenance.tag_response(draft)
     nonce = verify.new_nonce()
     try:
-        verdict = await call.strong.complete(verify_body(req, draft, nonce), call.strong_headers,
-                                             call.verify_timeout_s)
+        verdict = await _timed(call, "strong", "verify", call.strong.complete(
+            verify_body(req, draft, nonce), call.strong_headers, call.verify_timeout_s))
     except ProviderError as exc:
         raise CascadeError("verify", exc, draft) from exc
     judged = verify.judge(verdict, nonce)

@@ -22,17 +22,20 @@ def _load(path: str | None) -> config_mod.Config:
         raise SystemExit(2) from None
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _setup_logging(cfg: config_mod.Config) -> None:
+    from cascade_extproc import logs
+    from cascade_extproc.types import Api
+
+    keys = [cfg.providers.for_api(api).draft.api_key() or "" for api in Api]
+    logs.setup(cfg.log_level, secrets=keys)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from cascade_extproc.app import serve
 
     cfg = _load(args.config)
-    _setup_logging(cfg.log_level)
-    asyncio.run(serve(cfg))
+    _setup_logging(cfg)
+    asyncio.run(serve(cfg, args.config))
     return 0
 
 
@@ -40,7 +43,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from cascade_extproc.stack import up
 
     cfg = _load(args.config)
-    _setup_logging(cfg.log_level)
+    _setup_logging(cfg)
     return asyncio.run(up(cfg, listen=args.listen, admin=args.admin, force_sim=args.sim))
 
 

@@ -112,14 +112,29 @@ class PricingConfig:
 
 
 @dataclass(frozen=True)
+class ShadowConfig:
+    # The share of would-be draft turns for which the draft is also asked, in the background,
+    # and its answer compared with the strong model's.
+    sample_rate: float = 0.0
+    max_concurrent: int = 4  # background draft calls at once; more are not sampled
+    agreement_threshold: float = 0.6  # text answers agree when this share of words matches
+
+
+@dataclass(frozen=True)
 class Config:
     providers: Providers
+    # "active": route for real; "shadow": decide and record, change nothing.
+    mode: str = "active"
+    # Read usage from every answer (asking OpenAI streams for it, hidden from the client).
+    metering: bool = True
     log_level: str = "info"
+    reload_interval_s: float = 2.0  # how often the config file is checked for changes
     listen: Listen = field(default_factory=Listen)
     limits: Limits = field(default_factory=Limits)
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
     pricing: PricingConfig = field(default_factory=PricingConfig)
+    shadow: ShadowConfig = field(default_factory=ShadowConfig)
 
 
 def _merge(base: Any, over: Any) -> Any:
@@ -196,6 +211,16 @@ def _check(cfg: Config) -> None:
             raise ConfigError(f"providers.{api}.draft.format", "one of anthropic, openai")
         if not pair.draft.model:
             raise ConfigError(f"providers.{api}.draft.model", "required for a draft provider")
+    if cfg.reload_interval_s <= 0:
+        raise ConfigError("reload_interval_s", "must be > 0")
+    if cfg.mode not in ("active", "shadow"):
+        raise ConfigError("mode", "one of active, shadow")
+    if not 0 <= cfg.shadow.sample_rate <= 1:
+        raise ConfigError("shadow.sample_rate", "a share between 0 and 1")
+    if cfg.shadow.max_concurrent < 1:
+        raise ConfigError("shadow.max_concurrent", "must be >= 1")
+    if not 0 <= cfg.shadow.agreement_threshold <= 1:
+        raise ConfigError("shadow.agreement_threshold", "a share between 0 and 1")
     if cfg.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("log_level", "one of debug, info, warning, error")
     for name in ("draft_timeout_s", "verify_timeout_s"):

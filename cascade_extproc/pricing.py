@@ -74,3 +74,35 @@ class PriceTable:
     def cost(self, model: str, usage: Usage) -> float | None:
         price = self.lookup(model)
         return None if price is None else price.cost(usage)
+
+
+def request_costs(path: str, prices: PriceTable, strong_model: str, draft_model: str,
+                  strong_usage: Usage | None, draft_usage: Usage | None,
+                  instruction_tokens: int) -> tuple[float | None, float | None]:
+    """(actual, baseline) USD for one request; baseline is what the strong model alone would
+    have cost (docs/metrics.md defines it per path). None where a usage or a price is missing."""
+    strong, draft = prices.lookup(strong_model), prices.lookup(draft_model)
+    if path in ("direct", "fallback"):
+        if strong is None or strong_usage is None:
+            return None, None
+        cost = strong.cost(strong_usage)
+        return cost, cost
+    if path == "skipped":
+        if draft_usage is None:
+            return None, None
+        actual = draft.cost(draft_usage) if draft else None
+        # The same answer from the strong model: the same tokens at its prices.
+        return actual, strong.cost(draft_usage) if strong else None
+    # accepted / enhanced: the draft call plus the verify call.
+    if strong is None or draft is None or strong_usage is None or draft_usage is None:
+        return None, None
+    actual = draft.cost(draft_usage) + strong.cost(strong_usage)
+    # A direct call would have read the same context, without the appended draft + instruction,
+    # and written the answer: the draft's when accepted, the strong model's own when enhanced.
+    appended = draft_usage.output_tokens + instruction_tokens
+    answer = draft_usage.output_tokens if path == "accepted" else strong_usage.output_tokens
+    direct = Usage(input_tokens=max(strong_usage.input_tokens - appended, 0), output_tokens=answer,
+                   cache_read_tokens=strong_usage.cache_read_tokens,
+                   cache_write_tokens=strong_usage.cache_write_tokens,
+                   cache_write_1h_tokens=strong_usage.cache_write_1h_tokens)
+    return actual, strong.cost(direct)

@@ -80,4 +80,5 @@ def _print_banner(listen: Addr, admin_host: str, admin_port: int, simulated: boo
     print(f"cascade-extproc is up, with {kind}. Point your clients at it:\n"
           f"  export ANTHROPIC_BASE_URL={base}\n"
           f"  export OPENAI_BASE_URL={base}/openai/v1\n"
+          f"Dashboard: http://{admin_host}:{admin_port}/dashboard   "
           f"Metrics: http://{admin_host}:{admin_port}/metrics   Stop: Ctrl-C", flush=True)

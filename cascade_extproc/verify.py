@@ -7,6 +7,7 @@ nonce, protocol markers) it is unusable and the caller falls back to the strong 
 """
 from __future__ import annotations
 
+import difflib
 import enum
 import json
 import re
@@ -66,3 +67,16 @@ def judge(verdict: Response, nonce: str) -> Verdict:
     if not text.strip() and not any(b.type == "tool_use" for b in verdict.blocks):
         return Verdict.UNUSABLE
     return Verdict.ANSWER
+
+
+def agree(draft: Response, strong: Response, threshold: float = 0.6) -> bool:
+    """Shadow mode's test: the same tool calls with the same input, or close text (the share of
+    matching words, difflib's ratio, at least `threshold`)."""
+    def calls(r: Response) -> list[tuple[str, str]]:
+        return [(b.name, json.dumps(b.input, sort_keys=True)) for b in r.blocks if b.type == "tool_use"]
+    if calls(draft) or calls(strong):
+        return calls(draft) == calls(strong)
+    a, b = draft.text.split(), strong.text.split()
+    if not a and not b:
+        return True
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() >= threshold

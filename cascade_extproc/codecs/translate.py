@@ -1,7 +1,9 @@
-"""Rewrite a provider's answer for the client (pure): another API's format, tagged signatures.
+"""Read, meter and rewrite a provider's answer on its way to the client (pure).
 
-Used on the skipped path, where Envoy streams the draft provider's answer to the client and
-hands us the body on the way: whole (JSON) or chunk by chunk (SSE).
+Used where Envoy streams a provider's answer to the client and hands it to us on the way:
+whole (JSON) or chunk by chunk (SSE). We take the usage from it (metering), may keep the whole
+answer (shadow comparisons), and may rewrite it: into the client's API, with the draft's thinking
+signatures tagged, or without the usage chunk we asked for on the client's behalf.
 """
 from __future__ import annotations
 
@@ -10,9 +12,12 @@ from dataclasses import dataclass
 
 from cascade_extproc.codecs import CodecError, anthropic, openai, provenance
 from cascade_extproc.codecs.sse import SseParser
-from cascade_extproc.types import Api, BlockDelta, BlockStart, BlockStop, StreamEvent
+from cascade_extproc.codecs.stream import Assembler, StreamFailed
+from cascade_extproc.types import (Api, BlockDelta, BlockStart, BlockStop, Response, StreamEnd,
+                                   StreamEvent, StreamStart, Usage)
 
 CODECS = {Api.ANTHROPIC: anthropic, Api.OPENAI: openai}
+_PARSE_ERRORS = (ValueError, KeyError, TypeError, AttributeError, CodecError)
 
 
 @dataclass(frozen=True)
@@ -27,18 +32,63 @@ class ResponsePlan:
     def translating(self) -> bool:
         return self.client is not self.upstream
 
+    @property
+    def rewriting(self) -> bool:
+        return self.translating or self.tag_thinking
+
+
+class StreamTap:
+    """Decodes an SSE stream as it passes: its events, its usage and, at the end, the answer."""
+
+    def __init__(self, api: Api):
+        self._parser = SseParser()
+        self._decoder = CODECS[api].StreamDecoder()
+        self._assembler = Assembler()
+        self.usage: Usage | None = None
+        self.broken = False  # a frame we could not decode: metering gives up, the stream goes on
+
+    def feed(self, chunk: bytes, end: bool = False) -> list[StreamEvent]:
+        if self.broken:
+            return []
+        try:
+            sse = self._parser.feed(chunk) + (self._parser.close() if end else [])
+            events = [ev for e in sse for ev in self._decoder.feed(e)]
+            self._assembler.feed(events)
+        except (*_PARSE_ERRORS, StreamFailed):
+            self.broken = True
+            return []
+        for ev in events:
+            if isinstance(ev, (StreamStart, StreamEnd)):
+                self.usage = ev.usage
+        return events
+
+    def response(self) -> Response | None:
+        try:
+            return None if self.broken else self._assembler.response()
+        except (*_PARSE_ERRORS, StreamFailed):
+            return None
+
+
+def read_json(api: Api, body: bytes) -> Response | None:
+    """The answer in a JSON body, or None when it is not one."""
+    try:
+        return CODECS[api].parse_response(json.loads(body))
+    except _PARSE_ERRORS:
+        return None
+
 
 class ResponseTranslator:
+    """Rewrites the answer into the client's API, tagging the draft's thinking on the way."""
+
     def __init__(self, plan: ResponsePlan):
         self.plan = plan
-        self._parser = SseParser()
-        self._decoder = CODECS[plan.upstream].StreamDecoder()
+        self.tap = StreamTap(plan.upstream)
         self._encoder = (anthropic.StreamEncoder() if plan.client is Api.ANTHROPIC
                          else openai.StreamEncoder(plan.created, plan.include_usage))
         self._thinking: set[int] = set()
+        self._signed: set[int] = set()
 
-    def json_body(self, body: bytes) -> bytes:
-        resp = CODECS[self.plan.upstream].parse_response(json.loads(body))
+    def json_body(self, resp: Response) -> bytes:
         if self.plan.tag_thinking:
             provenance.tag_response(resp)
         if self.plan.client is Api.ANTHROPIC:
@@ -53,14 +103,7 @@ class ResponseTranslator:
         return CODECS[self.plan.client].error_body(status, message or f"draft provider error {status}")
 
     def stream_chunk(self, chunk: bytes, end: bool = False) -> bytes:
-        events = self._parser.feed(chunk)
-        if end:
-            events += self._parser.close()
-        out = []
-        for sse in events:
-            for ev in self._decoder.feed(sse):
-                out.extend(self._encoder.encode(e) for e in self._tag(ev))
-        return b"".join(out)
+        return b"".join(self._encoder.encode(out) for ev in self.tap.feed(chunk, end) for out in self._tag(ev))
 
     def _tag(self, ev: StreamEvent) -> list[StreamEvent]:
         if not self.plan.tag_thinking:
@@ -68,19 +111,47 @@ class ResponseTranslator:
         if isinstance(ev, BlockStart) and ev.block.type == "thinking":
             self._thinking.add(ev.index)
         elif isinstance(ev, BlockDelta) and ev.kind == "signature" and ev.index in self._thinking:
-            self._thinking.discard(ev.index)  # signatures arrive in one delta: tag it once
+            self._signed.add(ev.index)
             return [BlockDelta(ev.index, "signature", provenance.tag_signature(ev.value))]
-        elif isinstance(ev, BlockStop) and ev.index in self._thinking:
-            # No signature came (Chat Completions reasoning has none). The block is still the
-            # draft's and must say so, as json_body's does: untagged, it would go to the strong
-            # provider with an empty signature and be refused.
-            self._thinking.discard(ev.index)
+        elif isinstance(ev, BlockStop) and ev.index in self._thinking and ev.index not in self._signed:
+            # Chat Completions reasoning has no signature: give it the draft tag all the same,
+            # so the next turn does not hand an unsigned block to the strong provider.
             return [BlockDelta(ev.index, "signature", provenance.tag_signature("")), ev]
         return [ev]
 
 
-def translate_json(plan: ResponsePlan, body: bytes) -> bytes:
+class UsageChunkDropper:
+    """Drops the usage-only chunk from an OpenAI stream whose client did not ask for it (we did,
+    to meter it). Every other frame passes byte for byte."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes, end: bool = False) -> bytes:
+        self._buf += chunk
+        out = []
+        while True:
+            cut = _frame_end(self._buf)
+            if cut < 0:
+                break
+            frame, self._buf = self._buf[:cut], self._buf[cut:]
+            if not _usage_only(frame):
+                out.append(frame)
+        if end:
+            out.append(self._buf)
+            self._buf = b""
+        return b"".join(out)
+
+
+def _frame_end(buf: bytes) -> int:
+    ends = [i + len(sep) for sep in (b"\n\n", b"\r\n\r\n") if (i := buf.find(sep)) >= 0]
+    return min(ends) if ends else -1
+
+
+def _usage_only(frame: bytes) -> bool:
+    data = b"".join(line[5:].strip() for line in frame.splitlines() if line.startswith(b"data:"))
     try:
-        return ResponseTranslator(plan).json_body(body)
-    except (ValueError, KeyError, TypeError, AttributeError, CodecError):
-        return body  # not what we expected: let the client see it as it is
+        obj = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and obj.get("choices") == [] and "usage" in obj

@@ -1,27 +1,30 @@
-"""One HTTP request's trip through the sidecar: request headers and body, then (when we rewrite
-the answer) response headers and body, each → a ProcessingResponse."""
+"""One HTTP request's trip through the sidecar: request headers and body, then the answer's
+headers and body, each → a ProcessingResponse; and, at the end, one record in the ledger."""
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
-from cascade_extproc import cascade, codecs
+from cascade_extproc import cascade, codecs, verify
 from cascade_extproc._proto import external_processor_pb2 as ep
-from cascade_extproc.codecs import anthropic, openai, sse
-from cascade_extproc.codecs.translate import ResponsePlan, ResponseTranslator, translate_json
+from cascade_extproc.codecs import anthropic, openai, splice, sse
+from cascade_extproc.codecs.translate import ResponsePlan
 from cascade_extproc.config import Config
 from cascade_extproc.extproc import mutations
-from cascade_extproc.extproc.mutations import Mode
+from cascade_extproc.extproc.response import ResponseSide
 from cascade_extproc.headers import ROUTE_HEADER
-from cascade_extproc.metrics import Metrics
-from cascade_extproc.providers import API_PATH, HttpProvider
+from cascade_extproc.ledger import Ledger, RequestRecord
+from cascade_extproc.pricing import PriceTable, request_costs
+from cascade_extproc.providers import API_PATH, HttpProvider, ProviderError
 from cascade_extproc.routing.router import Router
-from cascade_extproc.types import Api, Path, Request, Response, Route, StreamError
+from cascade_extproc.types import Api, Decision, Path, Request, Response, Route
 
-log = logging.getLogger("cascade_extproc.requests")
+log = logging.getLogger("cascade_extproc.handler")
 
 # Client-facing paths (without query) → the API they speak. OpenAI clients use base URL
 # http://envoy/openai/v1 so the two APIs never share a path.
@@ -36,13 +39,15 @@ CLIENT_CREDENTIALS = ("x-api-key", "authorization", "openai-organization", "open
 DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Runtime:
     """Everything built from one Config; replaced whole when the config changes."""
 
     cfg: Config
     router: Router
+    prices: PriceTable
     providers: dict[tuple[Api, str], HttpProvider]  # (client api, "draft" | "strong")
+    shadow_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
 
 
 def api_for(method: str, path: str) -> Api | None:
@@ -54,27 +59,31 @@ def api_for(method: str, path: str) -> Api | None:
 class Exchange:
     """State of one ext_proc stream (one HTTP request)."""
 
-    def __init__(self, runtime: Runtime, metrics: Metrics):
+    def __init__(self, runtime: Runtime, ledger: Ledger):
         self.rt = runtime
-        self.metrics = metrics
+        self.ledger = ledger
         self.headers: dict[str, str] = {}
         self.api: Api | None = None
         self.started = time.monotonic()
-        self.plan: ResponsePlan | None = None  # set when the answer must be rewritten
-        self._translator: ResponseTranslator | None = None
-        self._response_mode = ""  # "stream" | "json" | "error"
-        self._status = 0
+        self.record: RequestRecord | None = None
+        self.req: Request | None = None
+        self.response: ResponseSide | None = None  # set when we watch the answer
+        self._strong_answer: asyncio.Future[Response | None] | None = None  # shadow comparisons
+        self._recorded = False
 
     # ---- request ---------------------------------------------------------------------------
 
     def on_headers(self, msg: ep.HttpHeaders) -> ep.ProcessingResponse:
-        self.headers = _headers(msg)
+        self.headers = {h.key.lower(): h.raw_value.decode("utf-8", "replace") or h.value
+                        for h in msg.headers.headers}
         self.api = api_for(self.headers.get(":method", ""), self.headers.get(":path", ""))
         if self.api is None:
-            self._record(Path.DIRECT, "none", "not-a-model-call")
+            self._start("none", Path.DIRECT, "not-a-model-call", "")
+            self.finish()
             return mutations.continue_headers(Path.DIRECT, skip_body=not msg.end_of_stream)
         if msg.end_of_stream:  # a model call without a body: let the provider answer it
-            self._record(Path.DIRECT, self.api, "empty-body")
+            self._start(self.api, Path.DIRECT, "empty-body", "")
+            self.finish()
             return mutations.continue_headers(Path.DIRECT)
         return mutations.want_body_and_response_headers()
 
@@ -87,18 +96,23 @@ class Exchange:
             req = codecs.parse_request(api, msg.body, self.headers)
         except codecs.CodecError:
             # Not ours to judge: the provider answers malformed requests in its own words.
-            self._record(Path.DIRECT, api, "unparsed-body")
+            self._start(api, Path.DIRECT, "unparsed-body", "")
+            self.finish()
             yield mutations.continue_body(Path.DIRECT)
             return
+        self.req = req
         try:
             decision = self.rt.router.decide(req, len(msg.body))
         except Exception:
             log.exception("routing failed")
             yield self._fallback(req, "router-error", "route")
             return
+        if self.rt.cfg.mode == "shadow":
+            yield self._shadow(req, decision)
+            return
         if decision.route is Route.DIRECT:
-            self._record(Path.DIRECT, api, decision.rule)
-            yield mutations.continue_body(Path.DIRECT, _strong_fix(req))
+            self._start(api, Path.DIRECT, decision.rule, req.model)
+            yield self._to_strong(req, Path.DIRECT)
             return
         draft_key = self.rt.cfg.providers.for_api(api).draft.api_key()
         if not draft_key:
@@ -106,12 +120,11 @@ class Exchange:
             return
         if decision.route is Route.SKIPPED:
             try:
-                resp = self._skip(req, draft_key)
+                resp = self._skip(req, draft_key, decision.rule)
             except Exception:
                 log.exception("skipped-path rewrite failed")
                 yield self._fallback(req, decision.rule, "internal-error")
                 return
-            self._record(Path.SKIPPED, api, decision.rule)
             yield resp
             return
         cfg = self.rt.cfg.cascade
@@ -119,18 +132,31 @@ class Exchange:
         yield mutations.extend_timeout(cfg.draft_timeout_s + cfg.verify_timeout_s + 5)
         yield await self._cascade(req, draft_key, decision.rule)
 
-    def _skip(self, req: Request, draft_key: str) -> ep.ProcessingResponse:
+    def _to_strong(self, req: Request, path: Path) -> ep.ProcessingResponse:
+        """Continue to the strong provider: the client's bytes unless the history needs fixing
+        or we must ask for usage; the answer is metered on the way back."""
+        body, ask_usage = cascade.strong_body(req), _needs_usage_chunk(req, self.rt.cfg)
+        if ask_usage:
+            body = _ask_usage(body)
+        self.response = ResponseSide(req.api, drop_usage_chunk=ask_usage)
+        return mutations.continue_body(path, None if body is req.raw else body)
+
+    def _skip(self, req: Request, draft_key: str, rule: str) -> ep.ProcessingResponse:
         draft = self.rt.cfg.providers.for_api(req.api).draft
         draft_api = draft.api(req.api)
         body = cascade.draft_body(req, draft_api, draft.model, stream=req.stream)
+        ask_usage = draft_api is req.api and _needs_usage_chunk(req, self.rt.cfg)
+        if ask_usage:
+            body = _ask_usage(body)
         query = urlsplit(self.headers.get(":path", "")).query
         path = urlsplit(draft.base_url).path.rstrip("/") + API_PATH[draft_api] + (f"?{query}" if query else "")
         headers = {ROUTE_HEADER: f"draft-{req.api}", ":path": path, **_draft_auth(req, draft_api, draft_key)}
         remove = [h for h in CLIENT_CREDENTIALS if h not in headers]
         tag = req.api is Api.ANTHROPIC and (draft_api is not req.api or "thinking" in req.body)
-        if draft_api is not req.api or tag:
-            include_usage = bool((req.body.get("stream_options") or {}).get("include_usage"))
-            self.plan = ResponsePlan(req.api, draft_api, tag, include_usage, int(time.time()))
+        include_usage = bool((req.body.get("stream_options") or {}).get("include_usage"))
+        plan = ResponsePlan(req.api, draft_api, tag, include_usage, int(time.time()))
+        self.response = ResponseSide(draft_api, plan, drop_usage_chunk=ask_usage)
+        self._start(req.api, Path.SKIPPED, rule, req.model, served=draft.model)
         return mutations.reroute_body(body, headers, remove)
 
     async def _cascade(self, req: Request, draft_key: str, rule: str) -> ep.ProcessingResponse:
@@ -144,15 +170,18 @@ class Exchange:
             strong_headers={k: req.headers[k] for k in STRONG_HEADERS[req.api] if k in req.headers},
             draft_timeout_s=cfg.cascade.draft_timeout_s,
             verify_timeout_s=cfg.cascade.verify_timeout_s,
+            on_call=self.ledger.metrics.provider_duration,
         )
-        t0 = time.monotonic()
         try:
             outcome = await cascade.run(req, call)
         except cascade.CascadeError as exc:
             if exc.draft is not None and cfg.cascade.on_verify_failure == "serve_draft":
                 log.warning("verification failed (%s); serving the unverified draft", exc)
-                self.metrics.fallbacks.labels("verify-failed-served-draft").inc()
-                self._record(Path.SKIPPED, req.api, rule)
+                self._start(req.api, Path.SKIPPED, rule, req.model, served=draft.model)
+                assert self.record is not None
+                self.record.fallback_reason = "verify-failed-served-draft"
+                self.record.usage["draft"] = exc.draft.usage
+                self.finish(200)
                 body, content_type = _encode(req, exc.draft)
                 return mutations.immediate(200, body, content_type, Path.SKIPPED)
             log.warning("cascade %s failed: %s; falling back to the strong model", exc.stage, exc)
@@ -160,67 +189,105 @@ class Exchange:
         except Exception:
             log.exception("cascade crashed; falling back to the strong model")
             return self._fallback(req, rule, "internal-error")
-        self.metrics.cascade_seconds.labels(str(outcome.path)).observe(time.monotonic() - t0)
-        self._record(outcome.path, req.api, rule)
+        served = draft.model if outcome.path is Path.ACCEPTED else outcome.verdict.model or req.model
+        self._start(req.api, outcome.path, rule, req.model, served=served)
+        assert self.record is not None
+        self.record.usage = {"draft": outcome.draft.usage, "strong": outcome.verdict.usage}
+        self.finish(200)
         body, content_type = _encode(req, outcome.response)
         return mutations.immediate(200, body, content_type, outcome.path)
 
     def _fallback(self, req: Request, rule: str, reason: str) -> ep.ProcessingResponse:
-        self.metrics.fallbacks.labels(reason).inc()
-        self._record(Path.FALLBACK, req.api, rule)
-        return mutations.continue_body(Path.FALLBACK, _strong_fix(req))
+        self._start(req.api, Path.FALLBACK, rule, req.model)
+        assert self.record is not None
+        self.record.fallback_reason = reason
+        return self._to_strong(req, Path.FALLBACK)
 
-    # ---- response (only when self.plan is set) ----------------------------------------------
+    def _shadow(self, req: Request, decision: Decision) -> ep.ProcessingResponse:
+        """Decide, record what would have happened, change nothing."""
+        self._start(req.api, Path.DIRECT, decision.rule, req.model)
+        assert self.record is not None
+        self.record.shadow_route = str(decision.route)
+        self.response = ResponseSide(req.api)
+        shadow = self.rt.cfg.shadow
+        if decision.route is not Route.DIRECT and random.random() < shadow.sample_rate \
+                and not self.rt.shadow_slots.locked():
+            self._strong_answer = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().create_task(self._compare_with_draft(req, decision.rule))
+        return mutations.continue_body(Path.DIRECT)
+
+    async def _compare_with_draft(self, req: Request, rule: str) -> None:
+        """Shadow sampling: ask the draft too, in the background, and score the agreement."""
+        draft = self.rt.cfg.providers.for_api(req.api).draft
+        key = draft.api_key()
+        if not key or self._strong_answer is None:
+            return
+        async with self.rt.shadow_slots:
+            try:
+                body = cascade.draft_body(req, draft.api(req.api), draft.model, stream=False)
+                answer = await self.rt.providers[(req.api, "draft")].complete(
+                    body, _draft_auth(req, draft.api(req.api), key), self.rt.cfg.cascade.draft_timeout_s)
+                strong = await asyncio.wait_for(self._strong_answer, self.rt.cfg.cascade.verify_timeout_s)
+            except (ProviderError, asyncio.TimeoutError, codecs.CodecError):
+                return
+            if strong is not None:
+                self.ledger.record_agreement(rule, verify.agree(answer, strong,
+                                                                self.rt.cfg.shadow.agreement_threshold))
+
+    # ---- response --------------------------------------------------------------------------
 
     def on_response_headers(self, msg: ep.HttpHeaders) -> ep.ProcessingResponse:
-        if self.plan is None:
+        if self.response is None:
             return mutations.passthrough("response_headers")
-        headers = _headers(msg)
-        self._status = int(headers.get(":status", "0") or 0)
-        self._translator = ResponseTranslator(self.plan)
-        # The body changes size: Envoy refuses a mutated body that disagrees with content-length.
-        if self._status >= 300:
-            if not self.plan.translating:
-                return mutations.response_headers(Mode.NONE)
-            self._response_mode = "error"
-            return mutations.response_headers(Mode.BUFFERED, {"content-type": codecs.CONTENT_TYPE_JSON},
-                                              ["content-length"])
-        if headers.get("content-type", "").startswith("text/event-stream"):
-            self._response_mode = "stream"
-            return mutations.response_headers(Mode.STREAMED, {"content-type": sse.CONTENT_TYPE},
-                                              ["content-length"])
-        self._response_mode = "json"
-        return mutations.response_headers(Mode.BUFFERED, {"content-type": codecs.CONTENT_TYPE_JSON},
-                                          ["content-length"])
+        out = self.response.on_headers(msg)
+        if self.response.finished:
+            self.finish(self.response.status)
+        return out
 
     def on_response_body(self, msg: ep.HttpBody) -> ep.ProcessingResponse:
-        if self.plan is None or self._translator is None:
+        if self.response is None:
             return mutations.passthrough("response_body")
-        if self._response_mode == "stream":
-            try:
-                return mutations.response_body(self._translator.stream_chunk(msg.body, msg.end_of_stream))
-            except Exception:
-                # Mid-stream there is no way back; end the stream the client's way.
-                log.exception("stream translation failed")
-                return mutations.response_body(_stream_error(self.plan))
-        if self._response_mode == "error":
-            return mutations.response_body(self._translator.error_body(self._status, msg.body))
-        return mutations.response_body(translate_json(self.plan, msg.body))
+        out = self.response.on_body(msg)
+        if self.response.finished:
+            self.finish(self.response.status)
+        return out
 
-    def _record(self, path: Path, api: Api | str, rule: str) -> None:
-        self.metrics.requests.labels(str(path), str(api), rule).inc()
-        log.info("request path=%s api=%s rule=%s decided_ms=%.1f", path, api, rule,
-                 (time.monotonic() - self.started) * 1000)
+    # ---- the record ----------------------------------------------------------------------------
+
+    def _start(self, api: Api | str, path: Path, rule: str, model: str, served: str = "") -> None:
+        self.record = RequestRecord(request_id=self.headers.get("x-request-id", ""), api=str(api),
+                                    path=str(path), rule=rule, model=model, served_model=served or model)
+
+    def finish(self, status: int = 0) -> None:
+        """Complete the record (usage, costs, latency) and hand it to the ledger, once."""
+        if self._recorded or self.record is None:
+            return
+        self._recorded = True
+        rec, resp = self.record, self.response
+        rec.status = status or (resp.status if resp else 0)
+        rec.latency_s = time.monotonic() - self.started
+        if resp is not None and resp.usage is not None:
+            rec.usage["draft" if rec.path == "skipped" else "strong"] = resp.usage
+            if resp.answer is not None and resp.answer.model and rec.path != "skipped":
+                rec.served_model = resp.answer.model
+        if self._strong_answer is not None and not self._strong_answer.done():
+            self._strong_answer.set_result(resp.answer if resp else None)
+        if self.req is not None:
+            draft = self.rt.cfg.providers.for_api(self.req.api).draft
+            rec.cost_usd, rec.baseline_usd = request_costs(
+                rec.path, self.rt.prices, self.req.model, draft.model, rec.usage.get("strong"),
+                rec.usage.get("draft"), self.rt.cfg.router.economics.instruction_tokens)
+        self.ledger.record(rec)
 
 
-def _headers(msg: ep.HttpHeaders) -> dict[str, str]:
-    return {h.key.lower(): h.raw_value.decode("utf-8", "replace") or h.value for h in msg.headers.headers}
+def _needs_usage_chunk(req: Request, cfg: Config) -> bool:
+    """An OpenAI stream reports usage only when asked; we ask (and hide the answer) to meter it."""
+    return (cfg.metering and req.api is Api.OPENAI and req.stream
+            and not (req.body.get("stream_options") or {}).get("include_usage"))
 
 
-def _strong_fix(req: Request) -> bytes | None:
-    """A corrected body when the history holds blocks the strong provider would refuse."""
-    body = cascade.strong_body(req)
-    return None if body is req.raw else body
+def _ask_usage(body: bytes) -> bytes:
+    return splice.replace_value(body, "stream_options", {"include_usage": True})
 
 
 def _draft_auth(req: Request, draft_api: Api, key: str) -> dict[str, str]:
@@ -229,11 +296,6 @@ def _draft_auth(req: Request, draft_api: Api, key: str) -> dict[str, str]:
         return {"x-api-key": key,
                 "anthropic-version": req.headers.get("anthropic-version", DEFAULT_ANTHROPIC_VERSION)}
     return {"authorization": f"Bearer {key}"}
-
-
-def _stream_error(plan: ResponsePlan) -> bytes:
-    enc = anthropic.StreamEncoder() if plan.client is Api.ANTHROPIC else openai.StreamEncoder(plan.created, False)
-    return enc.encode(StreamError(502, "the draft provider's stream could not be translated"))
 
 
 def _encode(req: Request, resp: Response) -> tuple[bytes, str]:
@@ -255,4 +317,6 @@ def runtime_from(cfg: Config, session, make_provider: Callable = HttpProvider) -
         for role in ("draft", "strong"):
             prov = getattr(pair, role)
             providers[(api, role)] = make_provider(prov.api(api), prov.base_url, session)
-    return Runtime(cfg=cfg, router=Router.from_config(cfg), providers=providers)
+    router = Router.from_config(cfg)
+    return Runtime(cfg=cfg, router=router, prices=router.ctx.prices or PriceTable([]), providers=providers,
+                   shadow_slots=asyncio.Semaphore(cfg.shadow.max_concurrent))

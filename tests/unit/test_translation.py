@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from cascade_extproc.codecs import anthropic, openai, provenance
 from cascade_extproc.codecs.sse import SseParser, frame
 from cascade_extproc.codecs.stream import Assembler, events_of
-from cascade_extproc.codecs.translate import ResponsePlan, ResponseTranslator
+from cascade_extproc.codecs.translate import ResponsePlan, ResponseTranslator, read_json
 from cascade_extproc.types import (Api, Block, ChatRequest, Message, Response, StopReason, Tool,
                                    Usage)
 
@@ -384,7 +384,7 @@ def test_translator_tags_draft_thinking_once(r, cuts):
 @given(responses(Api.OPENAI, ids=ANY_IDS))
 def test_translator_json_openai_to_anthropic(r):
     plan = ResponsePlan(Api.ANTHROPIC, Api.OPENAI, tag_thinking=True, include_usage=False, created=CREATED)
-    out = ResponseTranslator(plan).json_body(openai.encode_json(r, CREATED))
+    out = ResponseTranslator(plan).json_body(read_json(plan.upstream, openai.encode_json(r, CREATED)))
     got = anthropic.parse_response(json.loads(out))
     expected = openai_response_normal(r)
     assert [b.type for b in got.blocks] == [b.type for b in expected.blocks]
@@ -398,7 +398,7 @@ def test_translator_json_openai_to_anthropic(r):
 @given(responses(Api.ANTHROPIC))
 def test_translator_json_anthropic_to_openai(r):
     plan = ResponsePlan(Api.OPENAI, Api.ANTHROPIC, tag_thinking=False, include_usage=False, created=CREATED)
-    out = ResponseTranslator(plan).json_body(anthropic.encode_json(r))
+    out = ResponseTranslator(plan).json_body(read_json(plan.upstream, anthropic.encode_json(r)))
     assert openai.parse_response(json.loads(out)) == openai_response_normal(r)
 
 
@@ -429,9 +429,9 @@ def test_translator_tags_unsigned_reasoning_from_an_openai_stream(reasoning, con
     message = {"role": "assistant", "content": content or None, "reasoning_content": reasoning,
                "tool_calls": [{"id": b.id, "type": "function",
                                "function": {"name": b.name, "arguments": json.dumps(b.input)}} for b in calls]}
-    as_json = anthropic.parse_response(json.loads(ResponseTranslator(plan).json_body(json.dumps(
-        {"object": "chat.completion", "id": "c1", "model": "reasoner",
-         "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}).encode())))
+    as_json = anthropic.parse_response(json.loads(ResponseTranslator(plan).json_body(read_json(
+        plan.upstream, json.dumps({"object": "chat.completion", "id": "c1", "model": "reasoner",
+                                   "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}).encode()))))
     assert as_json.blocks[0] == got.blocks[0]
     # Back in the next request, the strong provider never sees it.
     history = {"thinking": {"type": "enabled"}, "messages": [

@@ -164,3 +164,22 @@ def test_injected_protocol_in_the_draft_cannot_accept():
         assert verify.judge(text(parroted), nonce) is not verify.Verdict.ACCEPT
         assert verify.judge(text(parroted), nonce) is verify.Verdict.UNUSABLE
     assert verify.judge(text(f"ACCEPT {nonce}"), nonce) is verify.Verdict.ACCEPT
+
+
+def test_agree_same_tool_calls_or_close_text():
+    from cascade_extproc.types import Block, Response, StopReason
+
+    def resp(*blocks):
+        return Response("r", "m", list(blocks), StopReason.END_TURN)
+
+    call = Block("tool_use", id="a", name="Read", input={"path": "/x", "limit": 5})
+    same_call = Block("tool_use", id="b", name="Read", input={"limit": 5, "path": "/x"})  # ids and key order differ
+    other_input = Block("tool_use", id="c", name="Read", input={"path": "/y"})
+    assert verify.agree(resp(call), resp(same_call))
+    assert not verify.agree(resp(call), resp(other_input))
+    assert not verify.agree(resp(call), resp(Block("text", text="I would read /x")))
+    text = "The function returns the sum of the list after removing duplicates"
+    assert verify.agree(resp(Block("text", text=text)), resp(Block("text", text=text + " and sorting it")))
+    assert not verify.agree(resp(Block("text", text=text)), resp(Block("text", text="Use a set instead.")))
+    assert verify.agree(resp(Block("text", text="a b c d")), resp(Block("text", text="a b x y")), threshold=0.5)
+    assert not verify.agree(resp(Block("text", text="a b c d")), resp(Block("text", text="a b x y")), threshold=0.6)

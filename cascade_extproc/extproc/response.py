@@ -1,0 +1,88 @@
+"""One provider answer passing through Envoy: metered, kept or rewritten for the client."""
+from __future__ import annotations
+
+from cascade_extproc import codecs
+from cascade_extproc._proto import external_processor_pb2 as ep
+from cascade_extproc.codecs import anthropic, openai, sse
+from cascade_extproc.codecs.translate import (ResponsePlan, ResponseTranslator, StreamTap,
+                                              UsageChunkDropper, read_json)
+from cascade_extproc.extproc import mutations
+from cascade_extproc.extproc.mutations import Mode
+from cascade_extproc.types import Api, Response, StreamError, Usage
+
+
+class ResponseSide:
+    """Envoy hands us the response headers, then (as we choose) the body whole or in chunks."""
+
+    def __init__(self, upstream: Api, plan: ResponsePlan | None = None, drop_usage_chunk: bool = False):
+        self.upstream = upstream
+        self.plan = plan if plan is not None and plan.rewriting else None
+        self.drop_usage_chunk = drop_usage_chunk
+        self.status = 0
+        self.usage: Usage | None = None
+        self.answer: Response | None = None
+        self.finished = False
+        self._mode = ""  # "stream" | "json" | "error"
+        self._translator = ResponseTranslator(self.plan) if self.plan else None
+        self._tap = self._translator.tap if self._translator else StreamTap(upstream)
+        self._dropper = UsageChunkDropper() if drop_usage_chunk else None
+
+    def on_headers(self, msg: ep.HttpHeaders) -> ep.ProcessingResponse:
+        headers = {h.key.lower(): h.raw_value.decode("utf-8", "replace") or h.value for h in msg.headers.headers}
+        self.status = int(headers.get(":status", "0") or 0)
+        if msg.end_of_stream:
+            self.finished = True
+            return mutations.response_headers(Mode.NONE)
+        # A body that changes size loses its content-length: Envoy refuses a mismatch.
+        if self.status >= 300:
+            if self.plan is None or not self.plan.translating:
+                self.finished = True  # nothing to meter in an error, nothing to rewrite
+                return mutations.response_headers(Mode.NONE)
+            self._mode = "error"
+            return mutations.response_headers(Mode.BUFFERED, {"content-type": codecs.CONTENT_TYPE_JSON},
+                                              ["content-length"])
+        if headers.get("content-type", "").startswith("text/event-stream"):
+            self._mode = "stream"
+            if self.plan or self._dropper:
+                return mutations.response_headers(Mode.STREAMED, {"content-type": sse.CONTENT_TYPE},
+                                                  ["content-length"])
+            return mutations.response_headers(Mode.STREAMED)
+        self._mode = "json"
+        if self.plan:
+            return mutations.response_headers(Mode.BUFFERED, {"content-type": codecs.CONTENT_TYPE_JSON},
+                                              ["content-length"])
+        return mutations.response_headers(Mode.BUFFERED)
+
+    def on_body(self, msg: ep.HttpBody) -> ep.ProcessingResponse:
+        end = msg.end_of_stream
+        self.finished = self.finished or end
+        if self._mode == "stream":
+            return self._stream(msg.body, end)
+        if self._mode == "error":
+            assert self._translator is not None
+            return mutations.response_body(self._translator.error_body(self.status, msg.body))
+        self.answer = read_json(self.upstream, msg.body)
+        self.usage = self.answer.usage if self.answer else None
+        if self._translator is None or self.answer is None:
+            return mutations.passthrough("response_body")  # unparseable: the client sees it as it is
+        return mutations.response_body(self._translator.json_body(self.answer))
+
+    def _stream(self, chunk: bytes, end: bool) -> ep.ProcessingResponse:
+        if self._translator is not None:
+            try:
+                out = self._translator.stream_chunk(chunk, end)
+            except Exception:
+                # Mid-stream there is no way back: end the stream the client's way.
+                out = _stream_error(self._translator.plan)
+        else:
+            self._tap.feed(chunk, end)
+            out = self._dropper.feed(chunk, end) if self._dropper else None
+        self.usage = self._tap.usage
+        if end:
+            self.answer = self._tap.response()
+        return mutations.passthrough("response_body") if out is None else mutations.response_body(out)
+
+
+def _stream_error(plan: ResponsePlan) -> bytes:
+    enc = anthropic.StreamEncoder() if plan.client is Api.ANTHROPIC else openai.StreamEncoder(plan.created, False)
+    return enc.encode(StreamError(502, "the draft provider's stream could not be translated"))

@@ -1,0 +1,135 @@
+"""One record per finished request, and everything that reads it: the Prometheus metrics, the
+dashboard's data, and one JSON log line. One place, so the three always agree."""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from cascade_extproc.metrics import Metrics
+from cascade_extproc.types import Usage
+
+log = logging.getLogger("cascade_extproc.requests")
+PATHS = ("skipped", "accepted", "enhanced", "direct", "fallback")
+_KINDS = (("input", "input_tokens"), ("output", "output_tokens"), ("cache_read", "cache_read_tokens"),
+          ("cache_write", "cache_write_tokens"))
+
+
+@dataclass
+class RequestRecord:
+    request_id: str
+    api: str
+    path: str
+    rule: str
+    model: str  # what the client asked for
+    served_model: str = ""  # what answered
+    usage: dict[str, Usage] = field(default_factory=dict)  # "strong" / "draft" → usage
+    cost_usd: float | None = None
+    baseline_usd: float | None = None
+    latency_s: float = 0.0
+    status: int = 0
+    fallback_reason: str = ""
+    shadow_route: str = ""  # shadow mode: what the router would have done
+    at: float = field(default_factory=time.time)
+
+    def log_fields(self) -> dict[str, Any]:
+        tokens = {role: {kind: getattr(u, attr) for kind, attr in _KINDS} for role, u in self.usage.items()}
+        out: dict[str, Any] = {
+            "event": "request", "request_id": self.request_id, "api": self.api, "path": self.path,
+            "rule": self.rule, "model": self.model, "served_model": self.served_model, "status": self.status,
+            "tokens": tokens, "cost_usd": self.cost_usd, "baseline_usd": self.baseline_usd,
+            "latency_ms": round(self.latency_s * 1000, 1)}
+        if self.fallback_reason:
+            out["fallback_reason"] = self.fallback_reason
+        if self.shadow_route:
+            out["shadow_route"] = self.shadow_route
+        return out
+
+
+class Ledger:
+    def __init__(self, metrics: Metrics, recent: int = 50, window: int = 500):
+        self.metrics = metrics
+        self.mode = "active"
+        self._recent: collections.deque[RequestRecord] = collections.deque(maxlen=recent)
+        self._latency: dict[str, collections.deque[float]] = {}
+        self._window = window
+        self.by_path: collections.Counter[str] = collections.Counter()
+        self.model_calls = 0  # requests that were LLM API calls (the draft-use rate's base)
+        self.cost_usd = 0.0
+        self.baseline_usd = 0.0
+        self.shadow_routes: collections.Counter[str] = collections.Counter()
+        self.agreement: dict[str, list[int]] = {}  # rule → [agreed, total]
+
+    def record(self, rec: RequestRecord) -> None:
+        m = self.metrics
+        m.requests.labels(rec.path, rec.api, rec.model, rec.rule).inc()
+        for role, u in rec.usage.items():
+            for kind, attr in _KINDS:
+                if getattr(u, attr):
+                    m.tokens.labels(role, kind).inc(getattr(u, attr))
+        if rec.cost_usd is None or rec.baseline_usd is None:
+            m.unpriced.labels(rec.path).inc()
+        else:
+            m.cost.labels(rec.path).inc(rec.cost_usd)
+            m.baseline.labels(rec.path).inc(rec.baseline_usd)
+            self.cost_usd += rec.cost_usd
+            self.baseline_usd += rec.baseline_usd
+            m.savings.set(self.baseline_usd - self.cost_usd)
+        if rec.fallback_reason:
+            m.fallbacks.labels(rec.fallback_reason).inc()
+        m.duration.labels(rec.path).observe(rec.latency_s)
+        self.by_path[rec.path] += 1
+        if rec.api != "none":
+            self.model_calls += 1
+        self._latency.setdefault(rec.path, collections.deque(maxlen=self._window)).append(rec.latency_s * 1000)
+        if rec.shadow_route:
+            self.shadow_routes[rec.shadow_route] += 1
+            m.shadow_decisions.labels(rec.shadow_route, rec.rule).inc()
+        self._recent.append(rec)
+        log.info(json.dumps(rec.log_fields()))
+
+    def record_agreement(self, rule: str, agreed: bool) -> None:
+        self.metrics.shadow_agreement.labels(rule, "true" if agreed else "false").inc()
+        counts = self.agreement.setdefault(rule, [0, 0])
+        counts[0] += int(agreed)
+        counts[1] += 1
+
+    def dashboard(self) -> dict[str, Any]:
+        """The dashboard's data (the contract is in cascade_extproc/dashboard/index.html's users)."""
+        total = sum(self.by_path.values())
+        drafted = self.by_path["skipped"] + self.by_path["accepted"]
+        savings = self.baseline_usd - self.cost_usd
+        return {
+            "generated_at": time.time(),
+            "mode": self.mode,
+            "totals": {
+                "requests": total, "by_path": {p: self.by_path[p] for p in PATHS},
+                "draft_use_rate": drafted / self.model_calls if self.model_calls else 0.0,
+                "cost_usd": self.cost_usd, "baseline_usd": self.baseline_usd, "savings_usd": savings,
+                "savings_rate": savings / self.baseline_usd if self.baseline_usd else None},
+            "latency_ms": {p: {"p50": statistics.median(v), "p95": _p95(v), "count": len(v)}
+                           for p, v in self._latency.items() if v},
+            "shadow": {"decisions": dict(self.shadow_routes),
+                       "agreement": {r: {"agreed": a, "total": t} for r, (a, t) in self.agreement.items()}},
+            "recent": [_recent(r) for r in reversed(self._recent)],
+        }
+
+
+def _p95(values: collections.deque[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def _recent(r: RequestRecord) -> dict[str, Any]:
+    served = r.usage.get("draft") if r.path in ("skipped", "accepted") else r.usage.get("strong")
+    return {"time": datetime.fromtimestamp(r.at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "request_id": r.request_id, "api": r.api, "path": r.path, "rule": r.rule, "model": r.model,
+            "served_model": r.served_model,
+            "input_tokens": (served.input_tokens + served.cache_read_tokens + served.cache_write_tokens) if served else None,
+            "output_tokens": served.output_tokens if served else None,
+            "cost_usd": r.cost_usd, "baseline_usd": r.baseline_usd, "latency_ms": round(r.latency_s * 1000, 1)}

@@ -1,0 +1,60 @@
+"""Hot reload: watch the config file and apply a new, valid config without a restart.
+
+Kubernetes updates a mounted ConfigMap by writing a new directory and atomically renaming the
+`..data` symlink to point at it; the file we read is a symlink through `..data`. Watching the
+resolved content (not the path's mtime) follows that swap. A `subPath` mount never updates.
+A bad config is logged with the key at fault, counted, and the last good one stays.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from cascade_extproc import config
+from cascade_extproc.config import Config, ConfigError
+from cascade_extproc.metrics import Metrics
+
+log = logging.getLogger("cascade_extproc.reload")
+
+
+class ConfigWatcher:
+    def __init__(self, path: str | Path, apply: Callable[[Config], None], metrics: Metrics,
+                 interval_s: float = 2.0):
+        self.path = Path(path)
+        self.apply = apply
+        self.metrics = metrics
+        self.interval_s = interval_s
+        self._digest = self._read_digest()
+
+    def _read_digest(self) -> str | None:
+        try:
+            return hashlib.sha256(self.path.read_bytes()).hexdigest()
+        except OSError:
+            return None
+
+    def check(self) -> bool | None:
+        """Reload if the content changed: True applied, False rejected, None unchanged."""
+        digest = self._read_digest()
+        if digest is None or digest == self._digest:
+            return None  # unchanged, or mid-swap: try again next time
+        self._digest = digest
+        try:
+            cfg = config.parse(yaml.safe_load(self.path.read_text()))
+        except (ConfigError, yaml.YAMLError, OSError) as exc:
+            self.metrics.config_reloads.labels("error").inc()
+            log.error("config reload rejected, keeping the last good config: %s", exc)
+            return False
+        self.apply(cfg)
+        self.metrics.config_reloads.labels("ok").inc()
+        log.info("config reloaded from %s", self.path)
+        return True
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            self.check()

@@ -1,0 +1,127 @@
+"""After a scripted mixed workload through a real Envoy, /metrics, the dashboard's data, the
+rendered dashboard and the request log lines agree on counts and cost."""
+import json
+import time
+import urllib.request
+
+import anthropic
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from browser import parse_dashboard, render, require_chromium
+from stack import CLIENT_KEY, Stack
+
+COMPLEX = ("Compare optimistic and pessimistic locking for our inventory service and recommend one, "
+           "with the failure modes of each under contention.")
+
+
+@pytest.fixture
+def stack(tmp_path):
+    s = Stack(tmp_path)
+    yield s
+    s.close()
+
+
+def metric_sums(text):
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, {})
+            key = tuple(sorted(s.labels.items()))
+            out[s.name][key] = s.value
+    return out
+
+
+def total(sums, name, **labels):
+    return sum(v for k, v in sums.get(name, {}).items() if all((lk, lv) in k for lk, lv in labels.items()))
+
+
+def request_lines(stack, expected, timeout_s=10):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lines = []
+        for line in stack.server_log.read_text().splitlines():
+            if line.startswith("{"):
+                obj = json.loads(line)
+                if obj.get("event") == "request":
+                    lines.append(obj)
+        if len(lines) >= expected or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
+def workload(stack):
+    a = anthropic.Anthropic(base_url=stack.anthropic_url, api_key=CLIENT_KEY, max_retries=0)
+    o = openai.OpenAI(base_url=stack.openai_url, api_key=CLIENT_KEY, max_retries=0)
+    msg = lambda text: [{"role": "user", "content": text}]  # noqa: E731
+    a.messages.create(model="claude-sonnet-5", max_tokens=200, messages=msg("hi"))
+    with a.messages.stream(model="claude-sonnet-5", max_tokens=200, messages=msg("thanks")) as s:
+        s.get_final_message()
+    a.messages.create(model="claude-sonnet-5", max_tokens=200, messages=msg(COMPLEX))
+    a.messages.create(model="claude-sonnet-5", max_tokens=200, messages=msg(COMPLEX + " sim:reject"))
+    a.messages.create(model="claude-haiku-4-5", max_tokens=200, messages=msg(COMPLEX))
+    stack.sims["draft_anthropic"].fail_next(500)
+    a.messages.create(model="claude-sonnet-5", max_tokens=200, messages=msg(COMPLEX))
+    # An OpenAI stream that did not ask for usage: metered all the same, and it sees no usage chunk.
+    chunks = list(o.chat.completions.create(model="gpt-5", stream=True, messages=msg("ok")))
+    assert all(c.usage is None for c in chunks) and chunks[-1].choices
+    o.chat.completions.create(model="gpt-5-mini", messages=msg(COMPLEX))
+    urllib.request.urlopen(urllib.request.Request(stack.anthropic_url + "/v1/models",
+                                                  headers={"x-api-key": CLIENT_KEY}), timeout=10).read()
+    return 9
+
+
+def test_metrics_dashboard_and_logs_agree(stack, tmp_path):
+    require_chromium()
+    n = workload(stack)
+    logs = request_lines(stack, n)
+    sums = metric_sums(stack.metrics_text())
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.admin_port}/dashboard/data.json", timeout=5) as r:
+        data = json.loads(r.read())
+
+    by_path = {"skipped": 3, "accepted": 1, "enhanced": 1, "direct": 3, "fallback": 1}
+    assert len(logs) == n == data["totals"]["requests"] == total(sums, "cascade_requests_total")
+    for path, count in by_path.items():
+        assert total(sums, "cascade_requests_total", path=path) == count, path
+        assert data["totals"]["by_path"][path] == count
+        assert sum(1 for x in logs if x["path"] == path) == count
+    # Every request that reached a provider was metered: tokens for both providers.
+    assert total(sums, "cascade_tokens_total", provider="draft", kind="output") > 0
+    assert total(sums, "cascade_tokens_total", provider="strong", kind="input") > 0
+    # The OpenAI stream's hidden usage chunk reached the meter.
+    openai_stream = next(x for x in logs if x["api"] == "openai" and x["path"] == "skipped")
+    assert openai_stream["tokens"]["draft"]["output"] > 0
+    # Costs agree to the cent's millionth across the three.
+    cost = total(sums, "cascade_cost_usd_total")
+    baseline = total(sums, "cascade_baseline_cost_usd_total")
+    logged = [x for x in logs if x["cost_usd"] is not None and x["baseline_usd"] is not None]
+    assert cost > 0 and baseline > cost
+    assert sum(x["cost_usd"] for x in logged) == pytest.approx(cost, abs=1e-9)
+    assert sum(x["baseline_usd"] for x in logged) == pytest.approx(baseline, abs=1e-9)
+    assert data["totals"]["cost_usd"] == pytest.approx(cost, abs=1e-9)
+    assert data["totals"]["baseline_usd"] == pytest.approx(baseline, abs=1e-9)
+    assert total(sums, "cascade_savings_usd") == pytest.approx(baseline - cost, abs=1e-9)
+    # Unpriced requests are counted, not guessed: gpt-5 has no price, nor does the /v1/models call.
+    assert total(sums, "cascade_unpriced_requests_total") == n - len(logged)
+    assert data["totals"]["draft_use_rate"] == pytest.approx(4 / 8)  # of the 8 model calls
+    assert total(sums, "cascade_fallbacks_total", reason="draft-failed") == 1
+    assert total(sums, "cascade_provider_duration_seconds_count", provider="draft", call="draft") == 3
+    # Logs carry ids, models and latency, and no prompt text or keys.
+    log_text = stack.server_log.read_text()
+    assert all(x["request_id"] and x["latency_ms"] >= 0 for x in logs)
+    assert CLIENT_KEY not in log_text and "draft-secret-key" not in log_text
+    assert "optimistic and pessimistic" not in log_text
+    assert len(data["recent"]) == n and data["recent"][0]["path"] == "direct"  # newest first
+
+    # The page in a real browser shows the same numbers.
+    shot = tmp_path / "dashboard.png"
+    page = parse_dashboard(render(f"http://127.0.0.1:{stack.admin_port}/dashboard", screenshot=shot))
+    assert page["error"] is None
+    assert page["totals"]["requests"] == n
+    assert page["totals"]["by_path"] == {p: by_path.get(p, 0) for p in page["totals"]["by_path"]}
+    assert page["totals"]["cost_usd"] == pytest.approx(cost, abs=1e-9)
+    assert page["totals"]["baseline_usd"] == pytest.approx(baseline, abs=1e-9)
+    assert page["totals"]["savings_usd"] == pytest.approx(baseline - cost, abs=1e-9)
+    assert page["totals"]["draft_use_rate"] == pytest.approx(4 / 8, abs=1e-3)
+    assert len(page["recent"]) == n and shot.stat().st_size > 10_000
