@@ -138,7 +138,8 @@ class Exchange:
         body, ask_usage = cascade.strong_body(req), _needs_usage_chunk(req, self.rt.cfg)
         if ask_usage:
             body = _ask_usage(body)
-        self.response = ResponseSide(req.api, drop_usage_chunk=ask_usage)
+        # Without metering there is nothing to read: Envoy then skips the answer's body for us.
+        self.response = ResponseSide(req.api, drop_usage_chunk=ask_usage) if self.rt.cfg.metering else None
         return mutations.continue_body(path, None if body is req.raw else body)
 
     def _skip(self, req: Request, draft_key: str, rule: str) -> ep.ProcessingResponse:
@@ -208,10 +209,11 @@ class Exchange:
         self._start(req.api, Path.DIRECT, decision.rule, req.model)
         assert self.record is not None
         self.record.shadow_route = str(decision.route)
-        self.response = ResponseSide(req.api)
         shadow = self.rt.cfg.shadow
-        if decision.route is not Route.DIRECT and random.random() < shadow.sample_rate \
-                and not self.rt.shadow_slots.locked():
+        sampled = decision.route is not Route.DIRECT and random.random() < shadow.sample_rate \
+            and not self.rt.shadow_slots.locked()
+        self.response = ResponseSide(req.api) if self.rt.cfg.metering or sampled else None
+        if sampled:
             self._strong_answer = asyncio.get_running_loop().create_future()
             asyncio.get_running_loop().create_task(self._compare_with_draft(req, decision.rule))
         return mutations.continue_body(Path.DIRECT)

@@ -125,3 +125,17 @@ def test_metrics_dashboard_and_logs_agree(stack, tmp_path):
     assert page["totals"]["savings_usd"] == pytest.approx(baseline - cost, abs=1e-9)
     assert page["totals"]["draft_use_rate"] == pytest.approx(4 / 8, abs=1e-3)
     assert len(page["recent"]) == n and shot.stat().st_size > 10_000
+
+
+def test_metering_off_leaves_answers_alone(tmp_path):
+    s = Stack(tmp_path, extra_config={"metering": False})
+    try:
+        o = openai.OpenAI(base_url=s.openai_url, api_key=CLIENT_KEY, max_retries=0)
+        list(o.chat.completions.create(model="gpt-5-mini", stream=True, messages=[{"role": "user", "content": "x"}]))
+        (got,) = s.sims["strong_openai"].received
+        assert "stream_options" not in got.json  # nobody asked the provider for usage
+        sums = metric_sums(s.metrics_text())
+        assert total(sums, "cascade_requests_total", path="direct") == 1
+        assert total(sums, "cascade_tokens_total") == 0 and total(sums, "cascade_unpriced_requests_total") == 1
+    finally:
+        s.close()
