@@ -137,7 +137,8 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config)
     boot = envoy_config.build(cfg, listen=Addr.parse(args.listen), grpc=Addr.parse(cfg.listen.grpc),
-                              admin=Addr.parse(args.envoy_admin))
+                              admin=Addr.parse(args.envoy_admin),
+                              health=Addr.parse(args.health) if args.health else None)
     print(envoy_config.HEADER + yaml.safe_dump(boot, sort_keys=False), end="")
     return 0
 
@@ -184,6 +185,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--config")
     s.add_argument("--listen", default="127.0.0.1:10000")
     s.add_argument("--envoy-admin", default="127.0.0.1:9901")
+    s.add_argument("--health", metavar="HOST:PORT", help="a listener for probes: GET /ready (Envoy's readiness)")
     s.set_defaults(func=cmd_envoy_config)
     return p
 

@@ -17,7 +17,7 @@ from cascade_extproc.codecs.translate import ResponsePlan
 from cascade_extproc.config import Config
 from cascade_extproc.extproc import mutations
 from cascade_extproc.extproc.response import ResponseSide
-from cascade_extproc.headers import ROUTE_HEADER
+from cascade_extproc.headers import API_HEADER, ROUTE_HEADER
 from cascade_extproc.ledger import Ledger, RequestRecord
 from cascade_extproc.pricing import PriceTable, request_costs
 from cascade_extproc.providers import API_PATH, HttpProvider, ProviderError
@@ -50,10 +50,18 @@ class Runtime:
     shadow_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
 
 
-def api_for(method: str, path: str) -> Api | None:
+# Transparently captured traffic keeps the provider's own paths; Envoy names the API by host.
+PROVIDER_PATHS = {Api.ANTHROPIC: "/v1/messages", Api.OPENAI: "/v1/chat/completions"}
+
+
+def api_for(method: str, path: str, captured_api: str = "") -> Api | None:
     if method != "POST":
         return None
-    return CLIENT_PATHS.get(path.split("?", 1)[0])
+    bare = path.split("?", 1)[0]
+    if captured_api in ("anthropic", "openai"):
+        api = Api(captured_api)
+        return api if bare == PROVIDER_PATHS[api] else None
+    return CLIENT_PATHS.get(bare)
 
 
 class Exchange:
@@ -76,7 +84,8 @@ class Exchange:
     def on_headers(self, msg: ep.HttpHeaders) -> ep.ProcessingResponse:
         self.headers = {h.key.lower(): h.raw_value.decode("utf-8", "replace") or h.value
                         for h in msg.headers.headers}
-        self.api = api_for(self.headers.get(":method", ""), self.headers.get(":path", ""))
+        self.api = api_for(self.headers.get(":method", ""), self.headers.get(":path", ""),
+                           self.headers.get(API_HEADER, ""))
         if self.api is None:
             self._start("none", Path.DIRECT, "not-a-model-call", "")
             self.finish()

@@ -1,4 +1,5 @@
 """The committed Envoy bootstrap is current, and real Envoy accepts what we generate."""
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,12 @@ from cascade_extproc.envoy_config import Addr
 from cascade_extproc.envoy_proc import envoy_binary
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_committed_envoy_yaml_is_current(capsys):
@@ -54,3 +61,28 @@ def test_base_url_paths_become_rewrites(tmp_path):
     strong = [r for r in hcm["route_config"]["virtual_hosts"][0]["routes"] if r["name"] == "strong-anthropic"][0]
     assert strong["route"]["prefix_rewrite"] == "/proxy/anthropic/"
     assert strong["route"]["host_rewrite_literal"] == "llm-proxy.internal:8080"
+
+
+def test_health_listener_exposes_only_ready(tmp_path):
+    import urllib.error
+    import urllib.request
+
+    from cascade_extproc.envoy_proc import EnvoyProcess
+
+    boot = envoy_config.build(config.load(), listen=Addr("127.0.0.1", free_port()), grpc=Addr("127.0.0.1", free_port()),
+                              admin=Addr("127.0.0.1", free_port()), health=Addr("127.0.0.1", free_port()))
+    health = boot["static_resources"]["listeners"][1]["address"]["socket_address"]["port_value"]
+    envoy = EnvoyProcess(boot)
+    envoy.start()
+    try:
+        envoy.wait_ready()
+        with urllib.request.urlopen(f"http://127.0.0.1:{health}/ready", timeout=5) as r:
+            assert r.status == 200 and r.read().strip() == b"LIVE"
+        for path in ("/stats", "/quitquitquit", "/config_dump"):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{health}{path}", timeout=5)
+                raise AssertionError(f"{path} reachable")
+            except urllib.error.HTTPError as e:
+                assert e.code == 404
+    finally:
+        envoy.stop()
