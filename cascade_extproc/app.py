@@ -8,6 +8,7 @@ import signal
 import aiohttp
 import grpc
 from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from cascade_extproc import admin
 from cascade_extproc._proto import external_processor_pb2_grpc as ep_grpc
@@ -20,6 +21,7 @@ from cascade_extproc.metrics import Metrics
 from cascade_extproc.reload import ConfigWatcher
 
 log = logging.getLogger("cascade_extproc")
+EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 
 
 class App:
@@ -39,6 +41,7 @@ class App:
         self._grpc: grpc.aio.Server | None = None
         self._admin: web.AppRunner | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._health = health.aio.HealthServicer()
 
     def runtime(self) -> Runtime:
         assert self._runtime is not None, "App.start() first"
@@ -56,6 +59,9 @@ class App:
         ])
         ep_grpc.add_ExternalProcessorServicer_to_server(
             ExternalProcessor(self.runtime, self.ledger), self._grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
+        for service in ("", EXT_PROC_SERVICE):
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         grpc_addr = Addr.parse(cfg.listen.grpc)
         self.grpc_port = self._grpc.add_insecure_port(str(grpc_addr))
         await self._grpc.start()
@@ -84,9 +90,13 @@ class App:
         logging.getLogger().setLevel(cfg.log_level.upper())
 
     async def stop(self, grace_s: float = 5.0) -> None:
+        """Drain: report NOT_SERVING (admin /readyz and gRPC health), refuse new streams (Envoy
+        then sends new requests straight on: failure_mode_allow), and give the streams in flight,
+        cascades included, up to `grace_s` to finish."""
         self._ready = False
         if self._watcher:
             self._watcher.cancel()
+        await self._health.enter_graceful_shutdown()
         if self._grpc:
             await self._grpc.stop(grace_s)
         if self._admin:
@@ -109,5 +119,6 @@ async def serve(cfg: Config, config_path: str | None = None) -> None:
     await app.start()
     try:
         await wait_for_signal()
+        log.info("shutting down: draining for up to %.0f s", cfg.shutdown_grace_s)
     finally:
-        await app.stop()
+        await app.stop(cfg.shutdown_grace_s)

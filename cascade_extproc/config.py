@@ -129,6 +129,8 @@ class Config:
     metering: bool = True
     log_level: str = "info"
     reload_interval_s: float = 2.0  # how often the config file is checked for changes
+    # On SIGTERM, how long streams in flight (cascades included) may take to finish.
+    shutdown_grace_s: float = 190.0
     listen: Listen = field(default_factory=Listen)
     limits: Limits = field(default_factory=Limits)
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
@@ -211,6 +213,8 @@ def _check(cfg: Config) -> None:
             raise ConfigError(f"providers.{api}.draft.format", "one of anthropic, openai")
         if not pair.draft.model:
             raise ConfigError(f"providers.{api}.draft.model", "required for a draft provider")
+    if cfg.shutdown_grace_s < 0:
+        raise ConfigError("shutdown_grace_s", "must be >= 0")
     if cfg.reload_interval_s <= 0:
         raise ConfigError("reload_interval_s", "must be > 0")
     if cfg.mode not in ("active", "shadow"):
