@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench proto clean
+.PHONY: run test bench soak proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/router.py
+
+soak: $(STAMP)
+	$(BIN)/python bench/load.py --requests 20000 --concurrency 64 --fault-rate 0.01
 
 proto: $(STAMP)
 	$(BIN)/python proto/generate.py

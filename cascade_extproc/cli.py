@@ -1,4 +1,4 @@
-"""Command line: serve, up, route, replay, sim, envoy-config."""
+"""Command line: serve, up, route, replay, sim, envoy-config, gen-certs."""
 from __future__ import annotations
 
 import argparse
@@ -136,10 +136,36 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
     from cascade_extproc.envoy_config import Addr
 
     cfg = _load(args.config)
-    boot = envoy_config.build(cfg, listen=Addr.parse(args.listen), grpc=Addr.parse(cfg.listen.grpc),
-                              admin=Addr.parse(args.envoy_admin),
-                              health=Addr.parse(args.health) if args.health else None)
+    transparent = None
+    try:
+        if args.transparent:
+            hosts = tuple(h for h in (args.transparent_hosts or "").split(",") if h.strip())
+            transparent = envoy_config.TransparentConfig(
+                listen=tuple(Addr.parse(a) for a in args.transparent), certs_dir=args.certs, hosts=hosts)
+        elif args.transparent_hosts:
+            raise ValueError("--transparent-hosts needs --transparent")
+        boot = envoy_config.build(cfg, listen=Addr.parse(args.listen), grpc=Addr.parse(cfg.listen.grpc),
+                                  admin=Addr.parse(args.envoy_admin),
+                                  health=Addr.parse(args.health) if args.health else None,
+                                  transparent=transparent, upstream_ca=args.upstream_ca)
+    except ValueError as exc:
+        print(f"cascade-extproc envoy-config: {exc}", file=sys.stderr)
+        return 2
     print(envoy_config.HEADER + yaml.safe_dump(boot, sort_keys=False), end="")
+    return 0
+
+
+def cmd_gen_certs(args: argparse.Namespace) -> int:
+    from cascade_extproc import certs
+
+    hosts = [h for h in args.hosts.split(",") if h.strip()]
+    try:
+        w = certs.generate(args.out, hosts, system_bundle_path=args.system_bundle, days=args.days)
+    except (OSError, ValueError) as exc:
+        print(f"cascade-extproc gen-certs: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {w.ca}, {w.bundle}, {w.leaf}, {w.leaf_key} for {', '.join(hosts)} "
+          f"(the CA's private key was not kept)", file=sys.stderr)
     return 0
 
 
@@ -186,7 +212,24 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--listen", default="127.0.0.1:10000")
     s.add_argument("--envoy-admin", default="127.0.0.1:9901")
     s.add_argument("--health", metavar="HOST:PORT", help="a listener for probes: GET /ready (Envoy's readiness)")
+    s.add_argument("--transparent", metavar="HOST:PORT", action="append",
+                   help="also a listener for iptables-captured TCP 443 (docs/transparent.md); "
+                        "repeat for more addresses, e.g. 127.0.0.1:15443 and [::1]:15443")
+    s.add_argument("--certs", default="/etc/cascade-certs", metavar="DIR",
+                   help="with --transparent: where gen-certs wrote leaf.pem and leaf-key.pem")
+    s.add_argument("--transparent-hosts", metavar="HOST,HOST",
+                   help="with --transparent: intercept only these (default: every https strong provider's host)")
+    s.add_argument("--upstream-ca", default=None, metavar="FILE",
+                   help="CA bundle Envoy trusts for https upstreams (default: the system bundle)")
     s.set_defaults(func=cmd_envoy_config)
+
+    s = sub.add_parser("gen-certs", help="make a pod-local CA and a certificate for the intercepted hosts")
+    s.add_argument("--out", required=True, metavar="DIR", help="ca.pem, bundle.pem, leaf.pem, leaf-key.pem go here")
+    s.add_argument("--hosts", required=True, metavar="HOST,HOST", help="e.g. api.anthropic.com,api.openai.com")
+    s.add_argument("--system-bundle", metavar="PATH",
+                   help="system CAs for bundle.pem (default: /etc/ssl/certs/ca-certificates.crt, else certifi's)")
+    s.add_argument("--days", type=int, default=30, help="validity (default 30; a pod makes new ones at each start)")
+    s.set_defaults(func=cmd_gen_certs)
     return p
 
 

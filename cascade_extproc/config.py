@@ -73,6 +73,8 @@ class CascadeConfig:
     # When verification fails (error, timeout, unusable verdict): "fallback" sends the original
     # request to the strong model; "serve_draft" answers with the unverified draft.
     on_verify_failure: str = "fallback"
+    # Cascades in flight at once; past that, requests pass through to the strong model.
+    max_concurrent: int = 32
 
 
 @dataclass(frozen=True)
@@ -230,6 +232,8 @@ def _check(cfg: Config) -> None:
     for name in ("draft_timeout_s", "verify_timeout_s"):
         if getattr(cfg.cascade, name) <= 0:
             raise ConfigError(f"cascade.{name}", "must be > 0")
+    if cfg.cascade.max_concurrent < 1:
+        raise ConfigError("cascade.max_concurrent", "must be >= 1")
     if cfg.cascade.on_verify_failure not in ("fallback", "serve_draft"):
         raise ConfigError("cascade.on_verify_failure", "one of fallback, serve_draft")
     if cfg.limits.max_body_bytes < 1024:

@@ -291,23 +291,33 @@ class SimProvider:
         self.received: list[Recorded] = []
         self.port = 0
         self._host = "127.0.0.1"
-        self._faults: list[int] = []
+        self._faults: list[int | str] = []
+        self._truncate = False  # the answer being written is to be cut off halfway
+        self.faults_served = 0  # how many model calls got an injected fault
+        self.record = True  # keep every request in `received` (off for long load runs)
         self._runner: web.AppRunner | None = None
+        self._scheme = "http"
 
     @property
     def url(self) -> str:
         """Base URL as the official SDK wants it."""
         host = "127.0.0.1" if self._host in ("", "0.0.0.0", "::") else self._host
-        return f"http://{host}:{self.port}" + ("/v1" if self.api == "openai" else "")
+        return f"{self._scheme}://{host}:{self.port}" + ("/v1" if self.api == "openai" else "")
 
-    def fail_next(self, status: int, count: int = 1) -> None:
+    def fail_next(self, status: int | str, count: int = 1) -> None:
+        """The next `count` model calls fail: an HTTP status (answered in the API's error shape),
+        or "malformed" (200 with a body that is not JSON), "truncate" (the answer, JSON or SSE,
+        cut off halfway and the connection dropped) or "reset" (the connection dropped at once)."""
+        if isinstance(status, str) and status not in ("malformed", "truncate", "reset"):
+            raise ValueError(f"unknown fault {status!r}")
         self._faults += [status] * count
 
     def clear(self) -> None:
         self.received.clear()
         self._faults.clear()
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    async def start(self, host: str = "127.0.0.1", port: int = 0, ssl_context: Any = None) -> None:
+        """`ssl_context` (an ssl.SSLContext): serve HTTPS, e.g. as a fake api.anthropic.com."""
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
         if self.api == "anthropic":
             app.router.add_post("/v1/messages", self._anthropic_messages)
@@ -317,8 +327,9 @@ class SimProvider:
         app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(app, access_log=None)  # no per-request logging
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
+        await web.TCPSite(self._runner, host, port, ssl_context=ssl_context).start()
         self._host, self.port = host, self._runner.addresses[0][1]
+        self._scheme = "https" if ssl_context is not None else "http"
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -335,7 +346,8 @@ class SimProvider:
         except ValueError:
             parsed = None
         headers = {k.lower(): v for k, v in request.headers.items()}
-        self.received.append(Recorded(request.method, request.path, headers, raw, parsed))
+        if self.record:
+            self.received.append(Recorded(request.method, request.path, headers, raw, parsed))
         log.debug("sim %s: %s %s", self.name, request.method, request.path)
         if not self._authorized(headers):
             return self._error(401, "invalid x-api-key" if self.api == "anthropic" else "Incorrect API key provided")
@@ -369,9 +381,23 @@ class SimProvider:
     async def _model_call(self, request: web.Request) -> tuple[web.Response | None, dict]:
         """A pending fault to answer with, else the validated-as-object JSON body."""
         if self._faults:
-            status = self._faults.pop(0)
-            return self._error(status, f"simulated failure ({status})"), {}
+            fault = self._faults.pop(0)
+            self.faults_served += 1
+            if fault == "malformed":
+                return web.Response(status=200, body=b'{"id": "x", "content": [', content_type="application/json"), {}
+            if fault == "reset":
+                assert request.transport is not None
+                request.transport.abort()
+                return web.Response(status=200), {}
+            if fault == "truncate":
+                self._truncate = True
+                return None, await self._body(request)
+            return self._error(int(fault), f"simulated failure ({fault})"), {}
         return None, await self._body(request)
+
+    def _take_truncate(self) -> bool:
+        cut, self._truncate = self._truncate, False
+        return cut
 
     async def _body(self, request: web.Request) -> dict:
         try:
@@ -379,6 +405,10 @@ class SimProvider:
         except ValueError:
             body = None
         need(isinstance(body, dict), "request body must be a JSON object")
+        try:  # like the real APIs: text must be valid Unicode (no lone surrogates)
+            json.dumps(body, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            need(False, "request body contains invalid Unicode (a lone surrogate)")
         return body
 
     def _gap(self, first: bool) -> float:
@@ -386,10 +416,19 @@ class SimProvider:
             return self.latency.ttft_s
         return 1 / self.latency.tokens_per_s if self.latency.tokens_per_s > 0 else 0.0
 
-    async def _json(self, payload: dict, ans: _Answer) -> web.Response:
+    async def _json(self, request: web.Request, payload: dict, ans: _Answer) -> web.StreamResponse:
         delay = self._gap(True) + max(ans.output_tokens - 1, 0) * self._gap(False)
         if delay > 0:
             await asyncio.sleep(delay)
+        if self._take_truncate():  # promise the whole body, send half, drop the connection
+            data = json.dumps(payload).encode()
+            resp = web.StreamResponse(headers={"content-type": "application/json"})
+            resp.content_length = len(data)
+            await resp.prepare(request)
+            await resp.write(data[:len(data) // 2])
+            assert request.transport is not None
+            request.transport.abort()
+            return resp
         return web.json_response(payload, headers=self._id_header(payload["id"]))
 
     async def _stream(self, request: web.Request, frames: Iterator[str | None]) -> web.StreamResponse:
@@ -398,6 +437,15 @@ class SimProvider:
                                            **self._id_header("req_sim_stream")})
         await resp.prepare(request)
         first = True
+        frames = list(frames)
+        if self._take_truncate():  # half the frames, then the connection drops
+            frames = frames[:len(frames) // 2]
+            for frame in frames:
+                if frame is not None:
+                    await resp.write(frame.encode())
+            assert request.transport is not None
+            request.transport.abort()
+            return resp
         try:
             for frame in frames:
                 if frame is None:
@@ -452,7 +500,7 @@ class SimProvider:
                          "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
         if body.get("stream"):
             return await self._stream(request, _anthropic_frames(msg))
-        return await self._json(msg, ans)
+        return await self._json(request, msg, ans)
 
     # -- OpenAI --
 
@@ -482,7 +530,7 @@ class SimProvider:
         if calls:
             message["tool_calls"] = calls
         choice = {"index": 0, "message": message, "finish_reason": _FINISH[ans.stop], "logprobs": None}
-        return await self._json({**head, "object": "chat.completion", "choices": [choice], "usage": usage}, ans)
+        return await self._json(request, {**head, "object": "chat.completion", "choices": [choice], "usage": usage}, ans)
 
 
 def _digest(body: dict) -> str:

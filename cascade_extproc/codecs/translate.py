@@ -45,6 +45,7 @@ class StreamTap:
         self._decoder = CODECS[api].StreamDecoder()
         self._assembler = Assembler()
         self.usage: Usage | None = None
+        self.complete = False  # the stream's own end event arrived
         self.broken = False  # a frame we could not decode: metering gives up, the stream goes on
 
     def feed(self, chunk: bytes, end: bool = False) -> list[StreamEvent]:
@@ -60,6 +61,7 @@ class StreamTap:
         for ev in events:
             if isinstance(ev, (StreamStart, StreamEnd)):
                 self.usage = ev.usage
+            self.complete = self.complete or isinstance(ev, StreamEnd)
         return events
 
     def response(self) -> Response | None:

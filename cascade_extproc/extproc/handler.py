@@ -48,6 +48,7 @@ class Runtime:
     prices: PriceTable
     providers: dict[tuple[Api, str], HttpProvider]  # (client api, "draft" | "strong")
     shadow_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
+    cascade_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
 
 
 # Transparently captured traffic keeps the provider's own paths; Envoy names the API by host.
@@ -91,10 +92,20 @@ class Exchange:
             self.finish()
             return mutations.continue_headers(Path.DIRECT, skip_body=not msg.end_of_stream)
         if msg.end_of_stream:  # a model call without a body: let the provider answer it
-            self._start(self.api, Path.DIRECT, "empty-body", "")
-            self.finish()
-            return mutations.continue_headers(Path.DIRECT)
+            return self._pass(self.api, "empty-body")
+        encoding = self.headers.get("content-encoding", "identity").lower()
+        if encoding not in ("", "identity"):  # compressed: not ours to read, the provider's to judge
+            return self._pass(self.api, "encoded-body", skip_body=True)
+        content_type = self.headers.get("content-type", "application/json").lower()
+        if "json" not in content_type:
+            return self._pass(self.api, "not-json", skip_body=True)
         return mutations.want_body_and_response_headers()
+
+    def _pass(self, api: Api, rule: str, skip_body: bool = False) -> ep.ProcessingResponse:
+        """Leave the request alone (at the headers, before any body is read)."""
+        self._start(api, Path.DIRECT, rule, "")
+        self.finish()
+        return mutations.continue_headers(Path.DIRECT, skip_body=skip_body)
 
     async def on_body(self, msg: ep.HttpBody) -> AsyncIterator[ep.ProcessingResponse]:
         api = self.api
@@ -136,10 +147,15 @@ class Exchange:
                 return
             yield resp
             return
+        if self.rt.cascade_slots.locked():
+            # Overloaded: the request passes through rather than queueing or failing.
+            yield self._fallback(req, decision.rule, "overload")
+            return
         cfg = self.rt.cfg.cascade
         # Envoy's message timeout is short; a cascade asks for what it needs, no more.
         yield mutations.extend_timeout(cfg.draft_timeout_s + cfg.verify_timeout_s + 5)
-        yield await self._cascade(req, draft_key, decision.rule)
+        async with self.rt.cascade_slots:
+            yield await self._cascade(req, draft_key, decision.rule)
 
     def _to_strong(self, req: Request, path: Path) -> ep.ProcessingResponse:
         """Continue to the strong provider: the client's bytes unless the history needs fixing
@@ -165,7 +181,7 @@ class Exchange:
         tag = req.api is Api.ANTHROPIC and (draft_api is not req.api or "thinking" in req.body)
         include_usage = bool((req.body.get("stream_options") or {}).get("include_usage"))
         plan = ResponsePlan(req.api, draft_api, tag, include_usage, int(time.time()))
-        self.response = ResponseSide(draft_api, plan, drop_usage_chunk=ask_usage)
+        self.response = ResponseSide(draft_api, plan, drop_usage_chunk=ask_usage, recover=True, client=req.api)
         self._start(req.api, Path.SKIPPED, rule, req.model, served=draft.model)
         return mutations.reroute_body(body, headers, remove)
 
@@ -247,21 +263,56 @@ class Exchange:
 
     # ---- response --------------------------------------------------------------------------
 
-    def on_response_headers(self, msg: ep.HttpHeaders) -> ep.ProcessingResponse:
+    async def on_response_headers(self, msg: ep.HttpHeaders) -> AsyncIterator[ep.ProcessingResponse]:
         if self.response is None:
-            return mutations.passthrough("response_headers")
+            yield mutations.passthrough("response_headers")
+            return
         out = self.response.on_headers(msg)
+        if self.response.needs_recovery:
+            async for resp in self._recover(f"draft-http-{self.response.status}"):
+                yield resp
+            return
         if self.response.finished:
             self.finish(self.response.status)
-        return out
+        yield out
 
-    def on_response_body(self, msg: ep.HttpBody) -> ep.ProcessingResponse:
+    async def on_response_body(self, msg: ep.HttpBody) -> AsyncIterator[ep.ProcessingResponse]:
         if self.response is None:
-            return mutations.passthrough("response_body")
+            yield mutations.passthrough("response_body")
+            return
         out = self.response.on_body(msg)
+        if self.response.needs_recovery:
+            async for resp in self._recover("draft-malformed"):
+                yield resp
+            return
         if self.response.finished:
             self.finish(self.response.status)
-        return out
+        yield out
+
+    async def _recover(self, reason: str) -> AsyncIterator[ep.ProcessingResponse]:
+        """The draft failed on the skipped path: answer from the strong model ourselves, so an
+        answerable request never turns into an error."""
+        req, rec = self.req, self.record
+        assert req is not None and rec is not None
+        timeout = self.rt.cfg.cascade.verify_timeout_s
+        yield mutations.extend_timeout(timeout + 5)
+        rec.path, rec.fallback_reason, rec.usage = str(Path.FALLBACK), reason, {}
+        self.response = None
+        headers = {k: req.headers[k] for k in STRONG_HEADERS[req.api] if k in req.headers}
+        try:
+            answer = await self.rt.providers[(req.api, "strong")].complete(cascade.strong_body(req), headers, timeout)
+        except ProviderError as exc:
+            status = exc.status or 502
+            self.finish(status)
+            codec = anthropic if req.api is Api.ANTHROPIC else openai
+            # The strong provider's own error, in the client's format.
+            yield mutations.immediate(status, codec.error_body(status, exc.message or f"upstream error: {exc.reason}"),
+                                      codecs.CONTENT_TYPE_JSON, Path.FALLBACK)
+            return
+        rec.usage["strong"], rec.served_model = answer.usage, answer.model or req.model
+        self.finish(200)
+        body, content_type = _encode(req, answer)
+        yield mutations.immediate(200, body, content_type, Path.FALLBACK)
 
     # ---- the record ----------------------------------------------------------------------------
 
@@ -330,4 +381,5 @@ def runtime_from(cfg: Config, session, make_provider: Callable = HttpProvider) -
             providers[(api, role)] = make_provider(prov.api(api), prov.base_url, session)
     router = Router.from_config(cfg)
     return Runtime(cfg=cfg, router=router, prices=router.ctx.prices or PriceTable([]), providers=providers,
-                   shadow_slots=asyncio.Semaphore(cfg.shadow.max_concurrent))
+                   shadow_slots=asyncio.Semaphore(cfg.shadow.max_concurrent),
+                   cascade_slots=asyncio.Semaphore(cfg.cascade.max_concurrent))

@@ -11,10 +11,19 @@ from cascade_extproc.extproc.mutations import Mode
 from cascade_extproc.types import Api, Response, StreamError, Usage
 
 
-class ResponseSide:
-    """Envoy hands us the response headers, then (as we choose) the body whole or in chunks."""
+# Statuses after which a draft answer is worth replacing with the strong model's.
+RECOVERABLE = {408, 429, 500, 502, 503, 504, 529}
 
-    def __init__(self, upstream: Api, plan: ResponsePlan | None = None, drop_usage_chunk: bool = False):
+
+class ResponseSide:
+    """Envoy hands us the response headers, then (as we choose) the body whole or in chunks.
+
+    With `recover` (the skipped path), a failed draft is not the end: `needs_recovery` tells the
+    exchange to answer from the strong model instead, and a stream cut short is ended with an
+    error event in the client's format rather than left looking complete."""
+
+    def __init__(self, upstream: Api, plan: ResponsePlan | None = None, drop_usage_chunk: bool = False,
+                 recover: bool = False, client: Api | None = None):
         self.upstream = upstream
         self.plan = plan if plan is not None and plan.rewriting else None
         self.drop_usage_chunk = drop_usage_chunk
@@ -22,6 +31,9 @@ class ResponseSide:
         self.usage: Usage | None = None
         self.answer: Response | None = None
         self.finished = False
+        self.recover = recover
+        self.client = client or upstream
+        self.needs_recovery = False
         self._mode = ""  # "stream" | "json" | "error"
         self._translator = ResponseTranslator(self.plan) if self.plan else None
         self._tap = self._translator.tap if self._translator else StreamTap(upstream)
@@ -30,6 +42,9 @@ class ResponseSide:
     def on_headers(self, msg: ep.HttpHeaders) -> ep.ProcessingResponse:
         headers = {h.key.lower(): h.raw_value.decode("utf-8", "replace") or h.value for h in msg.headers.headers}
         self.status = int(headers.get(":status", "0") or 0)
+        if self.recover and self.status in RECOVERABLE:
+            self.needs_recovery = True
+            return mutations.passthrough("response_headers")  # not sent: the exchange answers instead
         if msg.end_of_stream:
             self.finished = True
             return mutations.response_headers(Mode.NONE)
@@ -63,6 +78,9 @@ class ResponseSide:
             return mutations.response_body(self._translator.error_body(self.status, msg.body))
         self.answer = read_json(self.upstream, msg.body)
         self.usage = self.answer.usage if self.answer else None
+        if self.answer is None and self.recover:
+            self.needs_recovery = True  # a 200 that is not an answer
+            return mutations.passthrough("response_body")
         if self._translator is None or self.answer is None:
             return mutations.passthrough("response_body")  # unparseable: the client sees it as it is
         return mutations.response_body(self._translator.json_body(self.answer))
@@ -80,9 +98,13 @@ class ResponseSide:
         self.usage = self._tap.usage
         if end:
             self.answer = self._tap.response()
+            if self.recover and not self._tap.complete:
+                # The draft's stream stopped short: say so, so no SDK takes it for a whole answer.
+                out = (chunk if out is None else out) + _stream_error(self.client, "the draft provider's stream ended early")
         return mutations.passthrough("response_body") if out is None else mutations.response_body(out)
 
 
-def _stream_error(plan: ResponsePlan) -> bytes:
-    enc = anthropic.StreamEncoder() if plan.client is Api.ANTHROPIC else openai.StreamEncoder(plan.created, False)
-    return enc.encode(StreamError(502, "the draft provider's stream could not be translated"))
+def _stream_error(client: Api | ResponsePlan, message: str = "the draft provider's stream could not be translated") -> bytes:
+    api = client.client if isinstance(client, ResponsePlan) else client
+    enc = anthropic.StreamEncoder() if api is Api.ANTHROPIC else openai.StreamEncoder(0, False)
+    return enc.encode(StreamError(502, message))

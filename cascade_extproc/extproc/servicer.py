@@ -27,9 +27,11 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                     async for resp in exchange.on_body(msg.request_body):
                         yield resp
                 elif kind == "response_headers":
-                    yield exchange.on_response_headers(msg.response_headers)
+                    async for resp in exchange.on_response_headers(msg.response_headers):
+                        yield resp
                 elif kind == "response_body":
-                    yield exchange.on_response_body(msg.response_body)
+                    async for resp in exchange.on_response_body(msg.response_body):
+                        yield resp
                 elif kind is not None:
                     yield mutations.passthrough(kind)
         finally:

@@ -21,10 +21,11 @@ CODECS = {Api.ANTHROPIC: anthropic, Api.OPENAI: openai}
 class ProviderError(Exception):
     """A provider call failed: transport, timeout, non-2xx status or unparseable answer."""
 
-    def __init__(self, reason: str, status: int = 0):
+    def __init__(self, reason: str, status: int = 0, message: str = ""):
         super().__init__(f"{reason} (status {status})" if status else reason)
         self.reason = reason
         self.status = status
+        self.message = message  # the provider's own error message, when it sent one
 
 
 class HttpProvider:
@@ -43,8 +44,7 @@ class HttpProvider:
             async with asyncio.timeout(timeout_s):
                 async with self._session.post(self.url, data=data, headers=hdrs) as resp:
                     if resp.status >= 300:
-                        await resp.read()
-                        raise ProviderError("http error", resp.status)
+                        raise ProviderError("http error", resp.status, self._message(await resp.read()))
                     if resp.content_type == "text/event-stream":
                         return await self._read_stream(resp)
                     raw = await resp.read()
@@ -56,6 +56,12 @@ class HttpProvider:
             return CODECS[self.api].parse_response(json.loads(raw))
         except (ValueError, KeyError, TypeError, AttributeError, CodecError):
             raise ProviderError("malformed response", 200) from None
+
+    def _message(self, body: bytes) -> str:
+        try:
+            return CODECS[self.api].error_message(json.loads(body))
+        except ValueError:
+            return ""
 
     async def _read_stream(self, resp: aiohttp.ClientResponse) -> Response:
         parser, decoder, assembler = SseParser(), CODECS[self.api].StreamDecoder(), Assembler()

@@ -87,7 +87,7 @@ def extract(req: Request, body_bytes: int, ctx: Context | None = None) -> dict[s
         thinking = "reasoning_effort" in body
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     recent = _recent_tools(messages, anthropic)
-    tools = body.get("tools") or []
+    tools = body.get("tools") if isinstance(body.get("tools"), list) else []
     features = {
         "api": str(req.api),
         "model": req.model,

@@ -1,6 +1,6 @@
 import pytest
 
-from stack import Stack
+from stack import CLIENT_KEY, DRAFT_KEY, Stack
 
 
 @pytest.fixture(scope="module")
@@ -11,7 +11,19 @@ def stack(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_providers(request):
-    # Each test inspects only what its own requests did at the fake providers.
-    if "stack" in request.fixturenames:
-        request.getfixturevalue("stack").clear()
+def _fresh_providers_and_no_leaks(request):
+    """Each test inspects only what its own requests did at the fake providers. After every test
+    on a shared stack, whatever path it took: the client's key never reached a draft provider,
+    and neither key ever reached the server's logs."""
+    if "stack" not in request.fixturenames:
+        yield
+        return
+    s = request.getfixturevalue("stack")
+    s.clear()
+    yield
+    for name, sim in s.sims.items():
+        if name.startswith("draft"):
+            for r in sim.received:
+                assert CLIENT_KEY not in str(r.headers) and CLIENT_KEY.encode() not in r.body, name
+    logs = s.server_log.read_text()
+    assert CLIENT_KEY not in logs and DRAFT_KEY not in logs

@@ -125,8 +125,16 @@ def test_openai_client_cascade_with_anthropic_draft_enhanced(stack, oclient):
     assert raw.parse().choices[0].message.content.startswith("Simulated reply from gpt-5")
 
 
-def test_draft_error_is_translated_to_the_clients_format(stack, aclient):
+def test_draft_rate_limit_is_answered_by_the_strong_model(stack, aclient):
     stack.sims["draft_anthropic"].fail_next(429)
-    with pytest.raises(anthropic.RateLimitError) as err:
+    raw = aclient.messages.with_raw_response.create(
+        model="claude-sonnet-5", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+    assert raw.headers["x-cascade-path"] == "fallback"
+    assert raw.parse().content[0].text.startswith("Simulated reply from claude-sonnet-5")
+
+
+def test_draft_client_error_is_translated_to_the_clients_format(stack, aclient):
+    stack.sims["draft_anthropic"].fail_next(400)
+    with pytest.raises(anthropic.BadRequestError) as err:
         aclient.messages.create(model="claude-sonnet-5", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
-    assert err.value.body["type"] == "error" and err.value.body["error"]["type"] == "rate_limit_error"
+    assert err.value.body["type"] == "error" and err.value.body["error"]["type"] == "invalid_request_error"

