@@ -151,9 +151,9 @@ def _hcm(cfg: Config, routes: list[dict[str, Any]], *, stat_prefix: str = "llm",
         ],
         "route_config": {"name": stat_prefix, "virtual_hosts": [{
             "name": stat_prefix, "domains": ["*"], "routes": routes,
-            # Captured traffic: the internal headers, read by the server and the routes, go no
-            # further (the router removes them after the route is chosen).
-            **({"request_headers_to_remove": list(INTERNAL_HEADERS)} if api is not None else {}),
+            # The internal headers, read by the server and the routes, go no further: the router
+            # removes them after the route is chosen, so no provider sees them.
+            "request_headers_to_remove": list(INTERNAL_HEADERS),
             "response_headers_to_remove": [PATH_HEADER],
             # From the servicer's dynamic metadata; empty (so not added) if it was not reached.
             "response_headers_to_add": [

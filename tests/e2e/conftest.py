@@ -14,7 +14,7 @@ def stack(tmp_path_factory):
 def _fresh_providers_and_no_leaks(request):
     """Each test inspects only what its own requests did at the fake providers. After every test
     on a shared stack, whatever path it took: the client's key never reached a draft provider,
-    and neither key ever reached the server's logs."""
+    no provider saw the sidecar's internal headers, and neither key reached the server's logs."""
     if "stack" not in request.fixturenames:
         yield
         return
@@ -25,5 +25,7 @@ def _fresh_providers_and_no_leaks(request):
         if name.startswith("draft"):
             for r in sim.received:
                 assert CLIENT_KEY not in str(r.headers) and CLIENT_KEY.encode() not in r.body, name
+        for r in sim.received:  # routing headers stay inside the pod
+            assert not any(h.startswith("x-cascade-") for h in r.headers), (name, r.headers)
     logs = s.server_log.read_text()
     assert CLIENT_KEY not in logs and DRAFT_KEY not in logs

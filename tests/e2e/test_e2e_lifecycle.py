@@ -66,3 +66,27 @@ def test_sigterm_drains_in_flight_cascades(tmp_path):
         assert s.server.wait(15) == 0
     finally:
         s.close()
+
+
+def test_server_killed_mid_cascade_loses_nothing(tmp_path):
+    s = Stack(tmp_path)
+    try:
+        client = anthropic.Anthropic(base_url=s.anthropic_url, api_key=CLIENT_KEY, max_retries=0)
+        s.sims["draft_anthropic"].latency.ttft_s = 2.0
+        result = {}
+
+        def in_flight():
+            raw = client.messages.with_raw_response.create(
+                model="claude-sonnet-5", max_tokens=100, messages=[{"role": "user", "content": COMPLEX}])
+            result["path"], result["text"] = raw.headers["x-cascade-path"], raw.parse().content[0].text
+
+        t = threading.Thread(target=in_flight)
+        t.start()
+        time.sleep(0.8)
+        s.kill_server()  # SIGKILL while the cascade waits on the draft
+        t.join(15)
+        # Envoy's failure_mode_allow sent the request on to the strong model.
+        assert result["text"].startswith("Simulated reply from claude-sonnet-5")
+        assert result["path"] == "fallback"
+    finally:
+        s.close()
