@@ -76,8 +76,9 @@ class App:
             watcher = ConfigWatcher(self.config_path, self.apply, self.metrics, cfg.reload_interval_s)
             self._watcher = asyncio.get_running_loop().create_task(watcher.run())
         self._ready = True
-        log.info("ext_proc gRPC on %s:%d, admin on http://%s:%d",
-                 grpc_addr.host, self.grpc_port, admin_addr.host, self.admin_port)
+        log.info("ext_proc gRPC on %s, admin on http://%s:%d",
+                 grpc_addr if grpc_addr.is_unix else f"{grpc_addr.host}:{self.grpc_port}",
+                 admin_addr.host, self.admin_port)
 
     def apply(self, cfg: Config) -> None:
         """Use `cfg` for every request from now on (listen addresses need a restart)."""

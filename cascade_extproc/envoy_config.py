@@ -27,15 +27,26 @@ class Addr:
 
     @classmethod
     def parse(cls, text: str) -> "Addr":
+        """HOST:PORT, or unix:/path for a Unix socket (Envoy ↔ server: no TCP stack on the way)."""
+        if text.startswith("unix:"):
+            if len(text) <= len("unix:"):
+                raise ValueError(f"expected unix:/path, got {text!r}")
+            return cls(text, 0)
         host, _, port = text.rpartition(":")
         if not host or not port.isdigit():
-            raise ValueError(f"expected HOST:PORT, got {text!r}")
+            raise ValueError(f"expected HOST:PORT or unix:/path, got {text!r}")
         return cls(host.strip("[]"), int(port))
 
+    @property
+    def is_unix(self) -> bool:
+        return self.host.startswith("unix:")
+
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        return self.host if self.is_unix else f"{self.host}:{self.port}"
 
     def socket(self) -> dict[str, Any]:
+        if self.is_unix:
+            return {"pipe": {"path": self.host[len("unix:"):]}}
         return {"socket_address": {"address": self.host, "port_value": self.port}}
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
+import tempfile
 
 from cascade_extproc import envoy_config
 from cascade_extproc.app import App, wait_for_signal
@@ -46,8 +48,9 @@ async def up(cfg: Config, *, listen: str, admin: str | None, force_sim: bool) ->
     listen_addr = Addr.parse(listen)
     if admin:
         cfg = dataclasses.replace(cfg, listen=dataclasses.replace(cfg.listen, admin=admin))
-    # The server binds its own free port; Envoy is told which.
-    cfg = dataclasses.replace(cfg, listen=dataclasses.replace(cfg.listen, grpc="127.0.0.1:0"))
+    # Envoy reaches the server over a Unix socket: no TCP stack between them, no port to pick.
+    sock_dir = tempfile.mkdtemp(prefix="cascade-")
+    cfg = dataclasses.replace(cfg, listen=dataclasses.replace(cfg.listen, grpc=f"unix:{sock_dir}/extproc.sock"))
     simulated = force_sim or not _has_real_keys(cfg)
     sims: list[SimProvider] = []
     if simulated:
@@ -56,7 +59,7 @@ async def up(cfg: Config, *, listen: str, admin: str | None, force_sim: bool) ->
     envoy = None
     try:
         await app.start()
-        boot = envoy_config.build(cfg, listen=listen_addr, grpc=Addr("127.0.0.1", app.grpc_port),
+        boot = envoy_config.build(cfg, listen=listen_addr, grpc=Addr.parse(cfg.listen.grpc),
                                   admin=Addr("127.0.0.1", 0))
         envoy = EnvoyProcess(boot)
         envoy.start()
@@ -71,6 +74,7 @@ async def up(cfg: Config, *, listen: str, admin: str | None, force_sim: bool) ->
         await app.stop()
         for sim in sims:
             await sim.stop()
+        shutil.rmtree(sock_dir, ignore_errors=True)
         print("cascade-extproc stopped", flush=True)
 
 
