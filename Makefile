@@ -20,6 +20,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/router.py
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/workload.py
 
 soak: $(STAMP)
 	$(BIN)/python bench/load.py --requests 20000 --concurrency 64 --fault-rate 0.01
