@@ -34,21 +34,27 @@ def grpc_health(stack):
             return e.code()
 
 
+def cascade_in_background(stack, draft_delay_s):
+    """Start a cascade whose draft takes `draft_delay_s`; returns the thread and its result."""
+    client = anthropic.Anthropic(base_url=stack.anthropic_url, api_key=CLIENT_KEY, max_retries=0)
+    stack.sims["draft_anthropic"].latency.ttft_s = draft_delay_s
+    result = {}
+
+    def in_flight():
+        raw = client.messages.with_raw_response.create(
+            model="claude-sonnet-5", max_tokens=100, messages=[{"role": "user", "content": COMPLEX}])
+        result["path"], result["text"] = raw.headers["x-cascade-path"], raw.parse().content[0].text
+
+    t = threading.Thread(target=in_flight)
+    t.start()
+    return t, result
+
+
 def test_sigterm_drains_in_flight_cascades(tmp_path):
     s = Stack(tmp_path)
     try:
         assert grpc_health(s) == health_pb2.HealthCheckResponse.SERVING
-        client = anthropic.Anthropic(base_url=s.anthropic_url, api_key=CLIENT_KEY, max_retries=0)
-        s.sims["draft_anthropic"].latency.ttft_s = 2.5  # the cascade is mid-flight when SIGTERM comes
-        result = {}
-
-        def in_flight():
-            raw = client.messages.with_raw_response.create(
-                model="claude-sonnet-5", max_tokens=100, messages=[{"role": "user", "content": COMPLEX}])
-            result["path"], result["text"] = raw.headers["x-cascade-path"], raw.parse().content[0].text
-
-        t = threading.Thread(target=in_flight)
-        t.start()
+        t, result = cascade_in_background(s, 2.5)  # mid-flight when SIGTERM comes
         time.sleep(0.8)
         s.server.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 5
@@ -57,6 +63,7 @@ def test_sigterm_drains_in_flight_cascades(tmp_path):
         assert readyz(s) in (503, None)
         assert grpc_health(s) in (health_pb2.HealthCheckResponse.NOT_SERVING, grpc.StatusCode.UNAVAILABLE)
         # A new request while draining is not lost: Envoy passes it to the strong provider.
+        client = anthropic.Anthropic(base_url=s.anthropic_url, api_key=CLIENT_KEY, max_retries=0)
         raw = client.messages.with_raw_response.create(
             model="claude-sonnet-5", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
         assert raw.headers["x-cascade-path"] == "fallback" and raw.parse().content[0].text
@@ -71,17 +78,7 @@ def test_sigterm_drains_in_flight_cascades(tmp_path):
 def test_server_killed_mid_cascade_loses_nothing(tmp_path):
     s = Stack(tmp_path)
     try:
-        client = anthropic.Anthropic(base_url=s.anthropic_url, api_key=CLIENT_KEY, max_retries=0)
-        s.sims["draft_anthropic"].latency.ttft_s = 2.0
-        result = {}
-
-        def in_flight():
-            raw = client.messages.with_raw_response.create(
-                model="claude-sonnet-5", max_tokens=100, messages=[{"role": "user", "content": COMPLEX}])
-            result["path"], result["text"] = raw.headers["x-cascade-path"], raw.parse().content[0].text
-
-        t = threading.Thread(target=in_flight)
-        t.start()
+        t, result = cascade_in_background(s, 2.0)
         time.sleep(0.8)
         s.kill_server()  # SIGKILL while the cascade waits on the draft
         t.join(15)
