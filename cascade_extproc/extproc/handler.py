@@ -160,9 +160,14 @@ class Exchange:
     def _to_strong(self, req: Request, path: Path) -> ep.ProcessingResponse:
         """Continue to the strong provider: the client's bytes unless the history needs fixing
         or we must ask for usage; the answer is metered on the way back."""
-        body, ask_usage = cascade.strong_body(req), _needs_usage_chunk(req, self.rt.cfg)
-        if ask_usage:
-            body = _ask_usage(body)
+        ask_usage = _needs_usage_chunk(req, self.rt.cfg)
+        try:
+            body = cascade.strong_body(req)
+            if ask_usage:
+                body = _ask_usage(body)
+        except Exception:  # an edit we cannot make safely: send the client's own bytes
+            log.exception("could not adjust the request for the strong provider; sending it as it is")
+            body, ask_usage = req.raw, False
         # Without metering there is nothing to read: Envoy then skips the answer's body for us.
         self.response = ResponseSide(req.api, drop_usage_chunk=ask_usage) if self.rt.cfg.metering else None
         return mutations.continue_body(path, None if body is req.raw else body)
