@@ -23,7 +23,13 @@ from cascade_extproc.routing.router import Router  # noqa: E402
 from cascade_extproc.types import Api  # noqa: E402
 
 
-def body_of_size(target: int) -> bytes:
+def body_of_size(target: int, big_last_turn: bool = False) -> bytes:
+    """A tool loop grown to `target` bytes; or, with `big_last_turn`, a short history whose last
+    user turn is a pasted file of that size (the text classifiers' worst case)."""
+    if big_last_turn:
+        pasted = "Why does this fail?\n```python\n" + "def f(x):\n    return x * 2\n" * (target // 28) + "```"
+        return json.dumps({"model": "claude-opus-4-6", "max_tokens": 32000, "system": SYSTEM, "tools": TOOLS,
+                           "messages": [{"role": "user", "content": pasted}], "stream": True}).encode()
     messages = [{"role": "user", "content": "Fix the flaky test in the payment module."}]
     i = 0
     while True:
@@ -55,14 +61,16 @@ def main() -> None:
     router = Router.from_config(config.load())
     print(f"router benchmark: {args.repeat} runs each, median (p95) in microseconds\n")
     print(f"{'body':>8}  {'parse JSON':>18}  {'features + rules':>18}  {'parse share':>11}")
-    for size in (20_000, 200_000, 2_000_000):
-        raw = body_of_size(size)
+    for size, big_last in ((20_000, False), (200_000, False), (2_000_000, False), (200_000, True)):
+        raw = body_of_size(size, big_last)
         req = codecs.parse_request(Api.ANTHROPIC, raw, {"user-agent": "claude-cli/2.0"})
         parse = timed(lambda: codecs.parse_request(Api.ANTHROPIC, raw, {}), max(20, args.repeat // (size // 20_000)))
         route = timed(lambda: router.decide(req, len(raw)), args.repeat)
         p, r = statistics.median(parse), statistics.median(route)
         fmt = lambda v: f"{statistics.median(v):9.1f} ({sorted(v)[int(0.95 * (len(v) - 1))]:7.1f})"  # noqa: E731
-        print(f"{len(raw) / 1000:7.0f}K  {fmt(parse):>18}  {fmt(route):>18}  {100 * p / (p + r):10.1f}%")
+        label = f"{len(raw) / 1000:.0f}K" + (" *" if big_last else "")
+        print(f"{label:>8}  {fmt(parse):>18}  {fmt(route):>18}  {100 * p / (p + r):10.1f}%")
+    print("\n* one user turn of that size (a pasted file): the text classifiers' worst case")
 
 
 if __name__ == "__main__":

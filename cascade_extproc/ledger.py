@@ -91,7 +91,8 @@ class Ledger:
             self.shadow_routes[rec.shadow_route] += 1
             m.shadow_decisions.labels(rec.shadow_route, rec.rule).inc()
         self._recent.append(rec)
-        log.info(json.dumps(rec.log_fields()))
+        if log.isEnabledFor(logging.INFO):  # the line costs a JSON encoding: only when it is kept
+            log.info(json.dumps(rec.log_fields()))
 
     def record_agreement(self, rule: str, agreed: bool) -> None:
         self.metrics.shadow_agreement.labels(rule, "true" if agreed else "false").inc()

@@ -19,6 +19,9 @@ from cascade_extproc.routing.economics import cascade_saving
 from cascade_extproc.types import Api, Request
 
 CHARS_PER_TOKEN = 4
+# Text classifiers (code, keywords) look at the head and tail of a long last turn only: what a
+# turn is about shows there, and scanning a pasted 200 KB file would cost milliseconds.
+SCAN_CHARS = 4096
 _CODE = re.compile(r"```|^\s*(def|class|function|import|#include|SELECT)\b", re.MULTILINE)
 
 # Names and types of every feature, so rule conditions can be validated at config load.
@@ -87,6 +90,7 @@ def extract(req: Request, body_bytes: int, ctx: Context | None = None) -> dict[s
         thinking = "reasoning_effort" in body
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     recent = _recent_tools(messages, anthropic)
+    scan = text if len(text) <= 2 * SCAN_CHARS else text[:SCAN_CHARS] + "\n" + text[-SCAN_CHARS:]
     tools = body.get("tools") if isinstance(body.get("tools"), list) else []
     features = {
         "api": str(req.api),
@@ -105,8 +109,8 @@ def extract(req: Request, body_bytes: int, ctx: Context | None = None) -> dict[s
         "recent_tools": recent,
         "thinking": thinking,
         "images": images,
-        "has_code": bool(_CODE.search(text)),
-        "keywords": [name for name, rx in ctx.keywords.items() if last_turn == "user_text" and rx.search(text)],
+        "has_code": bool(_CODE.search(scan)),
+        "keywords": [name for name, rx in ctx.keywords.items() if last_turn == "user_text" and rx.search(scan)],
         "max_tokens": max_tokens if isinstance(max_tokens, int) else 0,
         "client": _client(req.headers.get("user-agent", "")),
         "cascade_saving": None,

@@ -122,3 +122,13 @@ def test_features_without_context_still_work():
     r, n = req([{"role": "user", "content": "hi"}])
     f = extract(r, n, Context())
     assert f["keywords"] == [] and f["cascade_saving"] is None
+
+
+def test_long_last_turn_is_classified_by_its_head_and_tail():
+    filler = "lorem ipsum dolor sit amet " * 20_000  # ~540 KB
+    f = features([{"role": "user", "content": "why does the build fail?\n" + filler}])
+    assert f["keywords"] == ["planning", "debugging"]  # asked at the start
+    f = features([{"role": "user", "content": filler + "\n```python\nprint(1)\n```"}])
+    assert f["has_code"] is True  # code at the end
+    f = features([{"role": "user", "content": filler + "why does it fail" + filler}])
+    assert f["keywords"] == []  # the middle of a huge paste is not scanned
