@@ -16,6 +16,7 @@ from cascade_extproc.types import Usage
 
 log = logging.getLogger("cascade_extproc.requests")
 PATHS = ("skipped", "accepted", "enhanced", "direct", "fallback")
+MAX_MODEL_LABELS = 64  # clients choose model names: past this many, new ones count as "other"
 _KINDS = (("input", "input_tokens"), ("output", "output_tokens"), ("cache_read", "cache_read_tokens"),
           ("cache_write", "cache_write_tokens"))
 
@@ -64,10 +65,20 @@ class Ledger:
         self.baseline_usd = 0.0
         self.shadow_routes: collections.Counter[str] = collections.Counter()
         self.agreement: dict[str, list[int]] = {}  # rule → [agreed, total]
+        self._models: set[str] = set()
+
+    def _model_label(self, model: str) -> str:
+        """Bounded label values: a client sending random model names must not grow the registry."""
+        if model in self._models:
+            return model
+        if len(self._models) < MAX_MODEL_LABELS:
+            self._models.add(model)
+            return model
+        return "other"
 
     def record(self, rec: RequestRecord) -> None:
         m = self.metrics
-        m.requests.labels(rec.path, rec.api, rec.model, rec.rule).inc()
+        m.requests.labels(rec.path, rec.api, self._model_label(rec.model), rec.rule).inc()
         for role, u in rec.usage.items():
             for kind, attr in _KINDS:
                 if getattr(u, attr):

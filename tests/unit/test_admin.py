@@ -78,3 +78,18 @@ def test_dashboard_data_failure_is_a_500_json_error():
         [(status, headers, body)] = fetch(app, "/dashboard/data.json")
         assert status == 500 and headers["cache-control"] == "no-store"
         assert json.loads(body) == {"error": "dashboard data unavailable"}
+
+
+def test_model_labels_are_bounded():
+    from prometheus_client import generate_latest
+
+    from cascade_extproc.ledger import MAX_MODEL_LABELS, Ledger, RequestRecord
+    from cascade_extproc.metrics import Metrics
+
+    ledger = Ledger(Metrics())
+    for i in range(MAX_MODEL_LABELS + 50):
+        ledger.record(RequestRecord(request_id=str(i), api="anthropic", path="direct", rule="r", model=f"m-{i}"))
+    text = generate_latest(ledger.metrics.registry).decode()
+    series = [line for line in text.splitlines() if line.startswith("cascade_requests_total{")]
+    assert len(series) == MAX_MODEL_LABELS + 1  # the first 64 models, then "other"
+    assert 'model="other"' in text and sum(float(x.rsplit(" ", 1)[1]) for x in series) == MAX_MODEL_LABELS + 50
