@@ -48,6 +48,12 @@ class Request:
     def stream(self) -> bool:
         return self.body.get("stream") is True
 
+    @property
+    def wants_usage_chunk(self) -> bool:
+        """OpenAI streams: the client asked for the final usage chunk."""
+        options = self.body.get("stream_options")
+        return isinstance(options, dict) and bool(options.get("include_usage"))
+
 
 @dataclass(frozen=True)
 class Decision:

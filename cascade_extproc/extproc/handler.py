@@ -184,8 +184,7 @@ class Exchange:
         headers = {ROUTE_HEADER: f"draft-{req.api}", ":path": path, **_draft_auth(req, draft_api, draft_key)}
         remove = [h for h in CLIENT_CREDENTIALS if h not in headers]
         tag = req.api is Api.ANTHROPIC and (draft_api is not req.api or "thinking" in req.body)
-        include_usage = bool((req.body.get("stream_options") or {}).get("include_usage"))
-        plan = ResponsePlan(req.api, draft_api, tag, include_usage, int(time.time()))
+        plan = ResponsePlan(req.api, draft_api, tag, req.wants_usage_chunk, int(time.time()))
         self.response = ResponseSide(draft_api, plan, drop_usage_chunk=ask_usage, recover=True, client=req.api)
         self._start(req.api, Path.SKIPPED, rule, req.model, served=draft.model)
         return mutations.reroute_body(body, headers, remove)
@@ -350,7 +349,7 @@ class Exchange:
 def _needs_usage_chunk(req: Request, cfg: Config) -> bool:
     """An OpenAI stream reports usage only when asked; we ask (and hide the answer) to meter it."""
     return (cfg.metering and req.api is Api.OPENAI and req.stream
-            and not (req.body.get("stream_options") or {}).get("include_usage"))
+            and not req.wants_usage_chunk)
 
 
 def _ask_usage(body: bytes) -> bytes:
@@ -372,8 +371,7 @@ def _encode(req: Request, resp: Response) -> tuple[bytes, str]:
         return anthropic.encode_json(resp), codecs.CONTENT_TYPE_JSON
     created = int(time.time())
     if req.stream:
-        include_usage = bool((req.body.get("stream_options") or {}).get("include_usage"))
-        return openai.encode_sse(resp, created, include_usage), sse.CONTENT_TYPE
+        return openai.encode_sse(resp, created, req.wants_usage_chunk), sse.CONTENT_TYPE
     return openai.encode_json(resp, created), codecs.CONTENT_TYPE_JSON
 
 
