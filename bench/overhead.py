@@ -20,7 +20,6 @@ import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from aiohttp import web  # noqa: E402
 from cascade_extproc import config as config_mod, envoy_config  # noqa: E402
 from cascade_extproc.envoy_config import Addr  # noqa: E402
 from cascade_extproc.envoy_proc import EnvoyProcess  # noqa: E402
-from cascade_extproc.sim import Latency, SimProvider  # noqa: E402
+from cascade_extproc.sim import Latency  # noqa: E402
 from stack import LoopThread, free_port  # noqa: E402
 
 ANSWER = json.dumps({"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
@@ -149,7 +148,7 @@ def main() -> None:
         alone = envoy_config.build(cfg, listen=Addr("127.0.0.1", alone_port), grpc=Addr.parse(grpc),
                                    admin=Addr("127.0.0.1", 0))
         hcm = alone["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-        hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "envoy.filters.http.ext_proc"]
+        hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.router"]
         envoys = [EnvoyProcess(boot), EnvoyProcess(alone)]
         for e in envoys:
             e.start()

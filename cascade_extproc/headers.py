@@ -1,7 +1,44 @@
 """Names shared by the Envoy bootstrap and the servicer: the contract between the two."""
 
+from cascade_extproc.types import Api
+
+# Client-facing model-call paths (without query) -> the API they speak. OpenAI clients use base
+# URL http://envoy/openai/v1 so the two APIs never share a path. Only these reach the server.
+CLIENT_PATHS = {"/v1/messages": Api.ANTHROPIC, "/openai/v1/chat/completions": Api.OPENAI}
+# Transparently captured traffic keeps the provider's own paths; Envoy names the API by host.
+PROVIDER_PATHS = {Api.ANTHROPIC: "/v1/messages", Api.OPENAI: "/v1/chat/completions"}
+# Path appended to a provider's base URL, per API. SDK conventions: the Anthropic base URL
+# has no /v1, the OpenAI one ends in /v1.
+API_PATH = {Api.ANTHROPIC: "/v1/messages", Api.OPENAI: "/chat/completions"}
+
 PATH_HEADER = "x-cascade-path"  # response header: the path a request took
-ROUTE_HEADER = "x-cascade-route"  # internal request header that selects a draft route
+ROUTE_HEADER = "x-cascade-route"  # once the draft-route selector; still never taken from a client
 METADATA_NAMESPACE = "cascade"  # dynamic metadata namespace Envoy accepts from the servicer
 API_HEADER = "x-cascade-api"  # set by Envoy on transparently captured traffic: the host's API
 INTERNAL_HEADERS = (ROUTE_HEADER, API_HEADER)  # stripped from clients before anything routes
+
+# The client's identity at the strong provider: never sent to the draft provider.
+CLIENT_CREDENTIALS = ("x-api-key", "authorization", "openai-organization", "openai-project")
+DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
+
+# Dynamic metadata the server sets on a skipped request: ROUTE_KEY selects the draft route (a
+# client cannot set metadata, so cannot pick the draft); the draft key rides in its own
+# namespace, which no filter forwards, and the route puts it in the draft's auth header.
+ROUTE_KEY = "route"
+CREDENTIAL_NAMESPACE = "cascade.draft"
+CREDENTIAL_KEY = "key"
+
+# Envoy sends the server no request-headers message (a round trip fewer on every call): the
+# request headers the server reads arrive as request_attributes with the body.
+FORWARDED_HEADERS = ("content-type", "content-encoding", "user-agent", API_HEADER,
+                     "x-api-key", "authorization", "anthropic-version", "anthropic-beta",
+                     "openai-organization", "openai-project")
+# CEL expression Envoy evaluates -> the header name the server files it under.
+REQUEST_ATTRIBUTES = {"request.path": ":path", "request.method": ":method", "request.id": "x-request-id",
+                      **{f"request.headers['{h}']": h for h in FORWARDED_HEADERS}}
+
+# Dynamic metadata key by which the server asks to see the answer: ANSWER_REWRITE through a
+# filter Envoy waits for (the answer may change), ANSWER_METER through one it does not wait for.
+ANSWER_KEY = "answer"
+ANSWER_REWRITE = "rewrite"
+ANSWER_METER = "meter"

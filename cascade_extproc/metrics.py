@@ -38,6 +38,9 @@ class Metrics:
         self.fallbacks = Counter(
             "cascade_fallbacks", "Requests sent on to the strong model after a failure, by reason.",
             ["reason"], registry=r)
+        self.extproc_messages = Counter(
+            "cascade_extproc_messages", "Messages Envoy sent the ext_proc server, by kind and by whether "
+            "Envoy waited for the answer (blocking) or not (observing).", ["kind", "mode"], registry=r)
         self.config_reloads = Counter(
             "cascade_config_reloads", "Config reloads, by result (ok, error).", ["result"], registry=r)
         self.shadow_decisions = Counter(

@@ -79,6 +79,7 @@ class Recorded:
     headers: dict[str, str]  # lower-cased names
     body: bytes
     json: Any | None
+    query: str = ""
 
 
 def _ntok(text: str) -> int:
@@ -282,12 +283,15 @@ class SimProvider:
     """One simulated provider speaking `api` ('anthropic' or 'openai')."""
 
     def __init__(self, api: str, *, name: str = "", latency: Latency | None = None,
-                 api_keys: set[str] | None = None):
+                 api_keys: set[str] | None = None, base_path: str = ""):
+        """`base_path`: served under this path prefix, as DeepSeek serves its Anthropic API
+        under /anthropic."""
         if api not in ("anthropic", "openai"):
             raise ValueError(f"unknown api {api!r}")
         self.api, self.name = api, name or f"sim-{api}"
         self.latency = latency or Latency()
         self.api_keys = api_keys
+        self.base_path = base_path.rstrip("/")
         self.received: list[Recorded] = []
         self.port = 0
         self._host = "127.0.0.1"
@@ -302,7 +306,7 @@ class SimProvider:
     def url(self) -> str:
         """Base URL as the official SDK wants it."""
         host = "127.0.0.1" if self._host in ("", "0.0.0.0", "::") else self._host
-        return f"{self._scheme}://{host}:{self.port}" + ("/v1" if self.api == "openai" else "")
+        return f"{self._scheme}://{host}:{self.port}{self.base_path}" + ("/v1" if self.api == "openai" else "")
 
     def fail_next(self, status: int | str, count: int = 1) -> None:
         """The next `count` model calls fail: an HTTP status (answered in the API's error shape),
@@ -320,11 +324,11 @@ class SimProvider:
         """`ssl_context` (an ssl.SSLContext): serve HTTPS, e.g. as a fake api.anthropic.com."""
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
         if self.api == "anthropic":
-            app.router.add_post("/v1/messages", self._anthropic_messages)
-            app.router.add_post("/v1/messages/count_tokens", self._anthropic_count)
+            app.router.add_post(self.base_path + "/v1/messages", self._anthropic_messages)
+            app.router.add_post(self.base_path + "/v1/messages/count_tokens", self._anthropic_count)
         else:
-            app.router.add_post("/v1/chat/completions", self._openai_chat)
-        app.router.add_get("/v1/models", self._models)
+            app.router.add_post(self.base_path + "/v1/chat/completions", self._openai_chat)
+        app.router.add_get(self.base_path + "/v1/models", self._models)
         self._runner = web.AppRunner(app, access_log=None)  # no per-request logging
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port, ssl_context=ssl_context).start()
@@ -347,7 +351,7 @@ class SimProvider:
             parsed = None
         headers = {k.lower(): v for k, v in request.headers.items()}
         if self.record:
-            self.received.append(Recorded(request.method, request.path, headers, raw, parsed))
+            self.received.append(Recorded(request.method, request.path, headers, raw, parsed, request.query_string))
         log.debug("sim %s: %s %s", self.name, request.method, request.path)
         if not self._authorized(headers):
             return self._error(401, "invalid x-api-key" if self.api == "anthropic" else "Incorrect API key provided")

@@ -29,43 +29,47 @@ from cascade_extproc._proto import http_status_pb2 as cascade__extproc_dot___pro
 from cascade_extproc._proto import processing_mode_pb2 as cascade__extproc_dot___proto_dot_processing__mode__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/cascade_extproc/_proto/external_processor.proto\x12\x19\x65nvoy.service.ext_proc.v3\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a!cascade_extproc/_proto/core.proto\x1a(cascade_extproc/_proto/http_status.proto\x1a,cascade_extproc/_proto/processing_mode.proto\"\xc7\x03\n\x11ProcessingRequest\x12\x41\n\x0frequest_headers\x18\x02 \x01(\x0b\x32&.envoy.service.ext_proc.v3.HttpHeadersH\x00\x12\x42\n\x10response_headers\x18\x03 \x01(\x0b\x32&.envoy.service.ext_proc.v3.HttpHeadersH\x00\x12;\n\x0crequest_body\x18\x04 \x01(\x0b\x32#.envoy.service.ext_proc.v3.HttpBodyH\x00\x12<\n\rresponse_body\x18\x05 \x01(\x0b\x32#.envoy.service.ext_proc.v3.HttpBodyH\x00\x12\x43\n\x10request_trailers\x18\x06 \x01(\x0b\x32\'.envoy.service.ext_proc.v3.HttpTrailersH\x00\x12\x44\n\x11response_trailers\x18\x07 \x01(\x0b\x32\'.envoy.service.ext_proc.v3.HttpTrailersH\x00\x12\x1a\n\x12observability_mode\x18\n \x01(\x08\x42\t\n\x07request\"\xd3\x05\n\x12ProcessingResponse\x12\x45\n\x0frequest_headers\x18\x01 \x01(\x0b\x32*.envoy.service.ext_proc.v3.HeadersResponseH\x00\x12\x46\n\x10response_headers\x18\x02 \x01(\x0b\x32*.envoy.service.ext_proc.v3.HeadersResponseH\x00\x12?\n\x0crequest_body\x18\x03 \x01(\x0b\x32\'.envoy.service.ext_proc.v3.BodyResponseH\x00\x12@\n\rresponse_body\x18\x04 \x01(\x0b\x32\'.envoy.service.ext_proc.v3.BodyResponseH\x00\x12G\n\x10request_trailers\x18\x05 \x01(\x0b\x32+.envoy.service.ext_proc.v3.TrailersResponseH\x00\x12H\n\x11response_trailers\x18\x06 \x01(\x0b\x32+.envoy.service.ext_proc.v3.TrailersResponseH\x00\x12J\n\x12immediate_response\x18\x07 \x01(\x0b\x32,.envoy.service.ext_proc.v3.ImmediateResponseH\x00\x12\x31\n\x10\x64ynamic_metadata\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12P\n\rmode_override\x18\t \x01(\x0b\x32\x39.envoy.extensions.filters.http.ext_proc.v3.ProcessingMode\x12;\n\x18override_message_timeout\x18\n \x01(\x0b\x32\x19.google.protobuf.DurationB\n\n\x08response\"V\n\x0bHttpHeaders\x12\x30\n\x07headers\x18\x01 \x01(\x0b\x32\x1f.envoy.config.core.v3.HeaderMap\x12\x15\n\rend_of_stream\x18\x03 \x01(\x08\"w\n\x08HttpBody\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x15\n\rend_of_stream\x18\x02 \x01(\x08\x12%\n\x1d\x65nd_of_stream_without_message\x18\x03 \x01(\x08\x12\x1f\n\x17grpc_message_compressed\x18\x04 \x01(\x08\"A\n\x0cHttpTrailers\x12\x31\n\x08trailers\x18\x01 \x01(\x0b\x32\x1f.envoy.config.core.v3.HeaderMap\"N\n\x0fHeadersResponse\x12;\n\x08response\x18\x01 \x01(\x0b\x32).envoy.service.ext_proc.v3.CommonResponse\"K\n\x0c\x42odyResponse\x12;\n\x08response\x18\x01 \x01(\x0b\x32).envoy.service.ext_proc.v3.CommonResponse\"V\n\x10TrailersResponse\x12\x42\n\x0fheader_mutation\x18\x01 \x01(\x0b\x32).envoy.service.ext_proc.v3.HeaderMutation\"\xe6\x02\n\x0e\x43ommonResponse\x12H\n\x06status\x18\x01 \x01(\x0e\x32\x38.envoy.service.ext_proc.v3.CommonResponse.ResponseStatus\x12\x42\n\x0fheader_mutation\x18\x02 \x01(\x0b\x32).envoy.service.ext_proc.v3.HeaderMutation\x12>\n\rbody_mutation\x18\x03 \x01(\x0b\x32\'.envoy.service.ext_proc.v3.BodyMutation\x12\x31\n\x08trailers\x18\x04 \x01(\x0b\x32\x1f.envoy.config.core.v3.HeaderMap\x12\x19\n\x11\x63lear_route_cache\x18\x05 \x01(\x08\"8\n\x0eResponseStatus\x12\x0c\n\x08\x43ONTINUE\x10\x00\x12\x18\n\x14\x43ONTINUE_AND_REPLACE\x10\x01\"\xd5\x01\n\x11ImmediateResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.envoy.type.v3.HttpStatus\x12:\n\x07headers\x18\x02 \x01(\x0b\x32).envoy.service.ext_proc.v3.HeaderMutation\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12:\n\x0bgrpc_status\x18\x04 \x01(\x0b\x32%.envoy.service.ext_proc.v3.GrpcStatus\x12\x0f\n\x07\x64\x65tails\x18\x05 \x01(\t\"\x1c\n\nGrpcStatus\x12\x0e\n\x06status\x18\x01 \x01(\r\"f\n\x0eHeaderMutation\x12<\n\x0bset_headers\x18\x01 \x03(\x0b\x32\'.envoy.config.core.v3.HeaderValueOption\x12\x16\n\x0eremove_headers\x18\x02 \x03(\t\"\x83\x01\n\x14StreamedBodyResponse\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x15\n\rend_of_stream\x18\x02 \x01(\x08\x12%\n\x1d\x65nd_of_stream_without_message\x18\x03 \x01(\x08\x12\x1f\n\x17grpc_message_compressed\x18\x04 \x01(\x08\"\x8e\x01\n\x0c\x42odyMutation\x12\x0e\n\x04\x62ody\x18\x01 \x01(\x0cH\x00\x12\x14\n\nclear_body\x18\x02 \x01(\x08H\x00\x12L\n\x11streamed_response\x18\x03 \x01(\x0b\x32/.envoy.service.ext_proc.v3.StreamedBodyResponseH\x00\x42\n\n\x08mutation2\x7f\n\x11\x45xternalProcessor\x12j\n\x07Process\x12,.envoy.service.ext_proc.v3.ProcessingRequest\x1a-.envoy.service.ext_proc.v3.ProcessingResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/cascade_extproc/_proto/external_processor.proto\x12\x19\x65nvoy.service.ext_proc.v3\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a!cascade_extproc/_proto/core.proto\x1a(cascade_extproc/_proto/http_status.proto\x1a,cascade_extproc/_proto/processing_mode.proto\"\x9f\x05\n\x11ProcessingRequest\x12\x41\n\x0frequest_headers\x18\x02 \x01(\x0b\x32&.envoy.service.ext_proc.v3.HttpHeadersH\x00\x12\x42\n\x10response_headers\x18\x03 \x01(\x0b\x32&.envoy.service.ext_proc.v3.HttpHeadersH\x00\x12;\n\x0crequest_body\x18\x04 \x01(\x0b\x32#.envoy.service.ext_proc.v3.HttpBodyH\x00\x12<\n\rresponse_body\x18\x05 \x01(\x0b\x32#.envoy.service.ext_proc.v3.HttpBodyH\x00\x12\x43\n\x10request_trailers\x18\x06 \x01(\x0b\x32\'.envoy.service.ext_proc.v3.HttpTrailersH\x00\x12\x44\n\x11response_trailers\x18\x07 \x01(\x0b\x32\'.envoy.service.ext_proc.v3.HttpTrailersH\x00\x12\x38\n\x10metadata_context\x18\x08 \x01(\x0b\x32\x1e.envoy.config.core.v3.Metadata\x12P\n\nattributes\x18\t \x03(\x0b\x32<.envoy.service.ext_proc.v3.ProcessingRequest.AttributesEntry\x12\x1a\n\x12observability_mode\x18\n \x01(\x08\x1aJ\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct:\x02\x38\x01\x42\t\n\x07request\"\xd3\x05\n\x12ProcessingResponse\x12\x45\n\x0frequest_headers\x18\x01 \x01(\x0b\x32*.envoy.service.ext_proc.v3.HeadersResponseH\x00\x12\x46\n\x10response_headers\x18\x02 \x01(\x0b\x32*.envoy.service.ext_proc.v3.HeadersResponseH\x00\x12?\n\x0crequest_body\x18\x03 \x01(\x0b\x32\'.envoy.service.ext_proc.v3.BodyResponseH\x00\x12@\n\rresponse_body\x18\x04 \x01(\x0b\x32\'.envoy.service.ext_proc.v3.BodyResponseH\x00\x12G\n\x10request_trailers\x18\x05 \x01(\x0b\x32+.envoy.service.ext_proc.v3.TrailersResponseH\x00\x12H\n\x11response_trailers\x18\x06 \x01(\x0b\x32+.envoy.service.ext_proc.v3.TrailersResponseH\x00\x12J\n\x12immediate_response\x18\x07 \x01(\x0b\x32,.envoy.service.ext_proc.v3.ImmediateResponseH\x00\x12\x31\n\x10\x64ynamic_metadata\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12P\n\rmode_override\x18\t \x01(\x0b\x32\x39.envoy.extensions.filters.http.ext_proc.v3.ProcessingMode\x12;\n\x18override_message_timeout\x18\n \x01(\x0b\x32\x19.google.protobuf.DurationB\n\n\x08response\"V\n\x0bHttpHeaders\x12\x30\n\x07headers\x18\x01 \x01(\x0b\x32\x1f.envoy.config.core.v3.HeaderMap\x12\x15\n\rend_of_stream\x18\x03 \x01(\x08\"w\n\x08HttpBody\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x15\n\rend_of_stream\x18\x02 \x01(\x08\x12%\n\x1d\x65nd_of_stream_without_message\x18\x03 \x01(\x08\x12\x1f\n\x17grpc_message_compressed\x18\x04 \x01(\x08\"A\n\x0cHttpTrailers\x12\x31\n\x08trailers\x18\x01 \x01(\x0b\x32\x1f.envoy.config.core.v3.HeaderMap\"N\n\x0fHeadersResponse\x12;\n\x08response\x18\x01 \x01(\x0b\x32).envoy.service.ext_proc.v3.CommonResponse\"K\n\x0c\x42odyResponse\x12;\n\x08response\x18\x01 \x01(\x0b\x32).envoy.service.ext_proc.v3.CommonResponse\"V\n\x10TrailersResponse\x12\x42\n\x0fheader_mutation\x18\x01 \x01(\x0b\x32).envoy.service.ext_proc.v3.HeaderMutation\"\xe6\x02\n\x0e\x43ommonResponse\x12H\n\x06status\x18\x01 \x01(\x0e\x32\x38.envoy.service.ext_proc.v3.CommonResponse.ResponseStatus\x12\x42\n\x0fheader_mutation\x18\x02 \x01(\x0b\x32).envoy.service.ext_proc.v3.HeaderMutation\x12>\n\rbody_mutation\x18\x03 \x01(\x0b\x32\'.envoy.service.ext_proc.v3.BodyMutation\x12\x31\n\x08trailers\x18\x04 \x01(\x0b\x32\x1f.envoy.config.core.v3.HeaderMap\x12\x19\n\x11\x63lear_route_cache\x18\x05 \x01(\x08\"8\n\x0eResponseStatus\x12\x0c\n\x08\x43ONTINUE\x10\x00\x12\x18\n\x14\x43ONTINUE_AND_REPLACE\x10\x01\"\xd5\x01\n\x11ImmediateResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.envoy.type.v3.HttpStatus\x12:\n\x07headers\x18\x02 \x01(\x0b\x32).envoy.service.ext_proc.v3.HeaderMutation\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12:\n\x0bgrpc_status\x18\x04 \x01(\x0b\x32%.envoy.service.ext_proc.v3.GrpcStatus\x12\x0f\n\x07\x64\x65tails\x18\x05 \x01(\t\"\x1c\n\nGrpcStatus\x12\x0e\n\x06status\x18\x01 \x01(\r\"f\n\x0eHeaderMutation\x12<\n\x0bset_headers\x18\x01 \x03(\x0b\x32\'.envoy.config.core.v3.HeaderValueOption\x12\x16\n\x0eremove_headers\x18\x02 \x03(\t\"\x83\x01\n\x14StreamedBodyResponse\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x15\n\rend_of_stream\x18\x02 \x01(\x08\x12%\n\x1d\x65nd_of_stream_without_message\x18\x03 \x01(\x08\x12\x1f\n\x17grpc_message_compressed\x18\x04 \x01(\x08\"\x8e\x01\n\x0c\x42odyMutation\x12\x0e\n\x04\x62ody\x18\x01 \x01(\x0cH\x00\x12\x14\n\nclear_body\x18\x02 \x01(\x08H\x00\x12L\n\x11streamed_response\x18\x03 \x01(\x0b\x32/.envoy.service.ext_proc.v3.StreamedBodyResponseH\x00\x42\n\n\x08mutation2\x7f\n\x11\x45xternalProcessor\x12j\n\x07Process\x12,.envoy.service.ext_proc.v3.ProcessingRequest\x1a-.envoy.service.ext_proc.v3.ProcessingResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cascade_extproc._proto.external_processor_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_PROCESSINGREQUEST_ATTRIBUTESENTRY']._loaded_options = None
+  _globals['_PROCESSINGREQUEST_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_PROCESSINGREQUEST']._serialized_start=264
-  _globals['_PROCESSINGREQUEST']._serialized_end=719
-  _globals['_PROCESSINGRESPONSE']._serialized_start=722
-  _globals['_PROCESSINGRESPONSE']._serialized_end=1445
-  _globals['_HTTPHEADERS']._serialized_start=1447
-  _globals['_HTTPHEADERS']._serialized_end=1533
-  _globals['_HTTPBODY']._serialized_start=1535
-  _globals['_HTTPBODY']._serialized_end=1654
-  _globals['_HTTPTRAILERS']._serialized_start=1656
-  _globals['_HTTPTRAILERS']._serialized_end=1721
-  _globals['_HEADERSRESPONSE']._serialized_start=1723
-  _globals['_HEADERSRESPONSE']._serialized_end=1801
-  _globals['_BODYRESPONSE']._serialized_start=1803
-  _globals['_BODYRESPONSE']._serialized_end=1878
-  _globals['_TRAILERSRESPONSE']._serialized_start=1880
-  _globals['_TRAILERSRESPONSE']._serialized_end=1966
-  _globals['_COMMONRESPONSE']._serialized_start=1969
-  _globals['_COMMONRESPONSE']._serialized_end=2327
-  _globals['_COMMONRESPONSE_RESPONSESTATUS']._serialized_start=2271
-  _globals['_COMMONRESPONSE_RESPONSESTATUS']._serialized_end=2327
-  _globals['_IMMEDIATERESPONSE']._serialized_start=2330
-  _globals['_IMMEDIATERESPONSE']._serialized_end=2543
-  _globals['_GRPCSTATUS']._serialized_start=2545
-  _globals['_GRPCSTATUS']._serialized_end=2573
-  _globals['_HEADERMUTATION']._serialized_start=2575
-  _globals['_HEADERMUTATION']._serialized_end=2677
-  _globals['_STREAMEDBODYRESPONSE']._serialized_start=2680
-  _globals['_STREAMEDBODYRESPONSE']._serialized_end=2811
-  _globals['_BODYMUTATION']._serialized_start=2814
-  _globals['_BODYMUTATION']._serialized_end=2956
-  _globals['_EXTERNALPROCESSOR']._serialized_start=2958
-  _globals['_EXTERNALPROCESSOR']._serialized_end=3085
+  _globals['_PROCESSINGREQUEST']._serialized_end=935
+  _globals['_PROCESSINGREQUEST_ATTRIBUTESENTRY']._serialized_start=850
+  _globals['_PROCESSINGREQUEST_ATTRIBUTESENTRY']._serialized_end=924
+  _globals['_PROCESSINGRESPONSE']._serialized_start=938
+  _globals['_PROCESSINGRESPONSE']._serialized_end=1661
+  _globals['_HTTPHEADERS']._serialized_start=1663
+  _globals['_HTTPHEADERS']._serialized_end=1749
+  _globals['_HTTPBODY']._serialized_start=1751
+  _globals['_HTTPBODY']._serialized_end=1870
+  _globals['_HTTPTRAILERS']._serialized_start=1872
+  _globals['_HTTPTRAILERS']._serialized_end=1937
+  _globals['_HEADERSRESPONSE']._serialized_start=1939
+  _globals['_HEADERSRESPONSE']._serialized_end=2017
+  _globals['_BODYRESPONSE']._serialized_start=2019
+  _globals['_BODYRESPONSE']._serialized_end=2094
+  _globals['_TRAILERSRESPONSE']._serialized_start=2096
+  _globals['_TRAILERSRESPONSE']._serialized_end=2182
+  _globals['_COMMONRESPONSE']._serialized_start=2185
+  _globals['_COMMONRESPONSE']._serialized_end=2543
+  _globals['_COMMONRESPONSE_RESPONSESTATUS']._serialized_start=2487
+  _globals['_COMMONRESPONSE_RESPONSESTATUS']._serialized_end=2543
+  _globals['_IMMEDIATERESPONSE']._serialized_start=2546
+  _globals['_IMMEDIATERESPONSE']._serialized_end=2759
+  _globals['_GRPCSTATUS']._serialized_start=2761
+  _globals['_GRPCSTATUS']._serialized_end=2789
+  _globals['_HEADERMUTATION']._serialized_start=2791
+  _globals['_HEADERMUTATION']._serialized_end=2893
+  _globals['_STREAMEDBODYRESPONSE']._serialized_start=2896
+  _globals['_STREAMEDBODYRESPONSE']._serialized_end=3027
+  _globals['_BODYMUTATION']._serialized_start=3030
+  _globals['_BODYMUTATION']._serialized_end=3172
+  _globals['_EXTERNALPROCESSOR']._serialized_start=3174
+  _globals['_EXTERNALPROCESSOR']._serialized_end=3301
 # @@protoc_insertion_point(module_scope)

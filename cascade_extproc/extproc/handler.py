@@ -1,5 +1,6 @@
-"""One HTTP request's trip through the sidecar: request headers and body, then the answer's
-headers and body, each → a ProcessingResponse; and, at the end, one record in the ledger."""
+"""One HTTP request's trip through the sidecar: its body (with the headers we read), then, if
+we asked to see it, the answer's headers and body, each → a ProcessingResponse; and, at the end,
+one record in the ledger."""
 from __future__ import annotations
 
 import asyncio
@@ -8,7 +9,6 @@ import random
 import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
-from urllib.parse import urlsplit
 
 from cascade_extproc import cascade, codecs, verify
 from cascade_extproc._proto import external_processor_pb2 as ep
@@ -17,26 +17,21 @@ from cascade_extproc.codecs.translate import ResponsePlan
 from cascade_extproc.config import Config
 from cascade_extproc.extproc import mutations
 from cascade_extproc.extproc.response import ResponseSide
-from cascade_extproc.headers import API_HEADER, ROUTE_HEADER
+from cascade_extproc.headers import (API_HEADER, CLIENT_PATHS, DEFAULT_ANTHROPIC_VERSION, PROVIDER_PATHS,
+                                     REQUEST_ATTRIBUTES)
 from cascade_extproc.ledger import Ledger, RequestRecord
 from cascade_extproc.pricing import PriceTable, request_costs
-from cascade_extproc.providers import API_PATH, HttpProvider, ProviderError
+from cascade_extproc.providers import HttpProvider, ProviderError
 from cascade_extproc.routing.router import Router
 from cascade_extproc.types import Api, Decision, Path, Request, Response, Route
 
 log = logging.getLogger("cascade_extproc.handler")
 
-# Client-facing paths (without query) → the API they speak. OpenAI clients use base URL
-# http://envoy/openai/v1 so the two APIs never share a path.
-CLIENT_PATHS = {"/v1/messages": Api.ANTHROPIC, "/openai/v1/chat/completions": Api.OPENAI}
 # Credentials the strong provider accepts from the client; forwarded only to the strong provider.
 STRONG_HEADERS = {
     Api.ANTHROPIC: ("x-api-key", "authorization", "anthropic-version", "anthropic-beta"),
     Api.OPENAI: ("authorization", "openai-organization", "openai-project"),
 }
-# The client's identity at the strong provider: never sent to the draft provider.
-CLIENT_CREDENTIALS = ("x-api-key", "authorization", "openai-organization", "openai-project")
-DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 
 
 @dataclass
@@ -51,10 +46,6 @@ class Runtime:
     cascade_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
 
 
-# Transparently captured traffic keeps the provider's own paths; Envoy names the API by host.
-PROVIDER_PATHS = {Api.ANTHROPIC: "/v1/messages", Api.OPENAI: "/v1/chat/completions"}
-
-
 def api_for(method: str, path: str, captured_api: str = "") -> Api | None:
     if method != "POST":
         return None
@@ -65,14 +56,27 @@ def api_for(method: str, path: str, captured_api: str = "") -> Api | None:
     return CLIENT_PATHS.get(bare)
 
 
-class Exchange:
-    """State of one ext_proc stream (one HTTP request)."""
+def headers_from(attributes) -> dict[str, str]:
+    """The request headers Envoy sent as request_attributes (ProcessingRequest.attributes)."""
+    out: dict[str, str] = {}
+    for struct in attributes.values():
+        for expr, value in struct.fields.items():
+            name = REQUEST_ATTRIBUTES.get(expr)
+            if name is not None and value.WhichOneof("kind") == "string_value":
+                out[name] = value.string_value
+    return out
 
-    def __init__(self, runtime: Runtime, ledger: Ledger):
+
+class Exchange:
+    """State of one HTTP request: its body on the request filter's stream, then (when the server
+    asked to see it) its answer on the answer or meter filter's stream."""
+
+    def __init__(self, runtime: Runtime, ledger: Ledger, headers: dict[str, str]):
         self.rt = runtime
         self.ledger = ledger
-        self.headers: dict[str, str] = {}
-        self.api: Api | None = None
+        self.headers = headers
+        self.api: Api | None = api_for(headers.get(":method", ""), headers.get(":path", ""),
+                                       headers.get(API_HEADER, ""))
         self.started = time.monotonic()
         self.record: RequestRecord | None = None
         self.req: Request | None = None
@@ -82,35 +86,23 @@ class Exchange:
 
     # ---- request ---------------------------------------------------------------------------
 
-    def on_headers(self, msg: ep.HttpHeaders) -> ep.ProcessingResponse:
-        self.headers = {h.key.lower(): h.raw_value.decode("utf-8", "replace") or h.value
-                        for h in msg.headers.headers}
-        self.api = api_for(self.headers.get(":method", ""), self.headers.get(":path", ""),
-                           self.headers.get(API_HEADER, ""))
-        if self.api is None:
-            self._start("none", Path.DIRECT, "not-a-model-call", "")
-            self.finish()
-            return mutations.continue_headers(Path.DIRECT, skip_body=not msg.end_of_stream)
-        if msg.end_of_stream:  # a model call without a body: let the provider answer it
-            return self._pass(self.api, "empty-body")
-        encoding = self.headers.get("content-encoding", "identity").lower()
-        if encoding not in ("", "identity"):  # compressed: not ours to read, the provider's to judge
-            return self._pass(self.api, "encoded-body", skip_body=True)
-        content_type = self.headers.get("content-type", "application/json").lower()
-        if "json" not in content_type:
-            return self._pass(self.api, "not-json", skip_body=True)
-        return mutations.want_body_and_response_headers()
-
-    def _pass(self, api: Api, rule: str, skip_body: bool = False) -> ep.ProcessingResponse:
-        """Leave the request alone (at the headers, before any body is read)."""
+    def _pass(self, api: Api | str, rule: str) -> ep.ProcessingResponse:
+        """Leave the request alone, unread."""
         self._start(api, Path.DIRECT, rule, "")
         self.finish()
-        return mutations.continue_headers(Path.DIRECT, skip_body=skip_body)
+        return mutations.continue_body(Path.DIRECT)
 
     async def on_body(self, msg: ep.HttpBody) -> AsyncIterator[ep.ProcessingResponse]:
         api = self.api
         if api is None:
-            yield mutations.passthrough("request_body")
+            yield self._pass("none", "not-a-model-call")
+            return
+        encoding = self.headers.get("content-encoding", "identity").lower()
+        if encoding not in ("", "identity"):  # compressed: not ours to read, the provider's to judge
+            yield self._pass(api, "encoded-body")
+            return
+        if "json" not in self.headers.get("content-type", "application/json").lower():
+            yield self._pass(api, "not-json")
             return
         try:
             req = codecs.parse_request(api, msg.body, self.headers)
@@ -179,15 +171,12 @@ class Exchange:
         ask_usage = draft_api is req.api and _needs_usage_chunk(req, self.rt.cfg)
         if ask_usage:
             body = _ask_usage(body)
-        query = urlsplit(self.headers.get(":path", "")).query
-        path = urlsplit(draft.base_url).path.rstrip("/") + API_PATH[draft_api] + (f"?{query}" if query else "")
-        headers = {ROUTE_HEADER: f"draft-{req.api}", ":path": path, **_draft_auth(req, draft_api, draft_key)}
-        remove = [h for h in CLIENT_CREDENTIALS if h not in headers]
         tag = req.api is Api.ANTHROPIC and (draft_api is not req.api or "thinking" in req.body)
         plan = ResponsePlan(req.api, draft_api, tag, req.wants_usage_chunk, int(time.time()))
         self.response = ResponseSide(draft_api, plan, drop_usage_chunk=ask_usage, recover=True, client=req.api)
         self._start(req.api, Path.SKIPPED, rule, req.model, served=draft.model)
-        return mutations.reroute_body(body, headers, remove)
+        # The draft route rewrites the path and swaps the client's credentials for the draft key.
+        return mutations.reroute_body(body, f"draft-{req.api}", draft_key)
 
     async def _cascade(self, req: Request, draft_key: str, rule: str) -> ep.ProcessingResponse:
         cfg = self.rt.cfg
@@ -323,6 +312,10 @@ class Exchange:
     def _start(self, api: Api | str, path: Path, rule: str, model: str, served: str = "") -> None:
         self.record = RequestRecord(request_id=self.headers.get("x-request-id", ""), api=str(api),
                                     path=str(path), rule=rule, model=model, served_model=served or model)
+
+    @property
+    def recorded(self) -> bool:
+        return self._recorded
 
     def finish(self, status: int = 0) -> None:
         """Complete the record (usage, costs, latency) and hand it to the ledger, once."""

@@ -5,7 +5,8 @@ from google.protobuf.duration_pb2 import Duration
 
 from cascade_extproc._proto import core_pb2, external_processor_pb2 as ep, http_status_pb2
 from cascade_extproc._proto import processing_mode_pb2
-from cascade_extproc.headers import METADATA_NAMESPACE, PATH_HEADER
+from cascade_extproc.headers import (CREDENTIAL_KEY, CREDENTIAL_NAMESPACE, METADATA_NAMESPACE, PATH_HEADER,
+                                     ROUTE_KEY)
 from cascade_extproc.types import Path
 
 Mode = processing_mode_pb2.ProcessingMode
@@ -24,51 +25,31 @@ def _with_path(resp: ep.ProcessingResponse, path: Path | None) -> ep.ProcessingR
     return resp
 
 
-def _common(body: bytes | None = None, set_headers: dict[str, str] | None = None,
-            remove_headers: list[str] | None = None, clear_route_cache: bool = False) -> ep.CommonResponse:
-    headers = dict(set_headers or {})
-    if body is not None:
-        headers["content-length"] = str(len(body))
-    common = ep.CommonResponse(
-        header_mutation=ep.HeaderMutation(set_headers=[_header(k, v) for k, v in headers.items()],
-                                          remove_headers=remove_headers or []),
-        clear_route_cache=clear_route_cache)
-    if body is not None:
-        common.body_mutation.body = body
-    return common
-
-
-def continue_headers(path: Path | None = None, skip_body: bool = False) -> ep.ProcessingResponse:
-    """Let the request headers through; with `skip_body`, don't send us the body either."""
-    resp = ep.ProcessingResponse(request_headers=ep.HeadersResponse())
-    if skip_body:
-        resp.mode_override.request_body_mode = Mode.NONE
-    return _with_path(resp, path)
-
-
-def want_body_and_response_headers() -> ep.ProcessingResponse:
-    """Let the request headers through; send us the whole body, then the response headers.
-
-    Envoy honours mode_override only in answers to headers, so whether the answer may need
-    rewriting (known only after the body) is settled here: always ask for the response headers.
-    """
-    resp = ep.ProcessingResponse(request_headers=ep.HeadersResponse())
-    resp.mode_override.request_body_mode = Mode.BUFFERED
-    resp.mode_override.response_header_mode = Mode.SEND
-    return resp
+def _header_edits(set_headers: dict[str, str] | None, remove_headers: list[str] | None) -> ep.CommonResponse:
+    return ep.CommonResponse(header_mutation=ep.HeaderMutation(
+        set_headers=[_header(k, v) for k, v in (set_headers or {}).items()], remove_headers=remove_headers or []))
 
 
 def continue_body(path: Path, body: bytes | None = None) -> ep.ProcessingResponse:
     """Send the request on to the route it has; with `body`, a corrected body first."""
-    common = _common(body) if body is not None else ep.CommonResponse()
+    common = ep.CommonResponse()
+    if body is not None:
+        common.body_mutation.body = body  # Envoy recomputes content-length (the hold filter)
     return _with_path(ep.ProcessingResponse(request_body=ep.BodyResponse(response=common)), path)
 
 
-def reroute_body(body: bytes, set_headers: dict[str, str], remove_headers: list[str]) -> ep.ProcessingResponse:
-    """Replace the body and headers and make Envoy pick the route again (the skipped path)."""
-    resp = ep.ProcessingResponse(request_body=ep.BodyResponse(
-        response=_common(body, set_headers, remove_headers, clear_route_cache=True)))
-    return _with_path(resp, Path.SKIPPED)
+def reroute_body(body: bytes, route: str, credential: str) -> ep.ProcessingResponse:
+    """Replace the body and make Envoy pick the route again, the draft `route` (the skipped
+    path), which sends `credential` to the draft provider. Envoy applies no header edits of
+    ours here (it sent no headers message), so the route makes them."""
+    common = ep.CommonResponse(clear_route_cache=True)
+    common.body_mutation.body = body
+    # Present, empty: Envoy clears the route cache only for a response that has header edits.
+    common.header_mutation.SetInParent()
+    resp = _with_path(ep.ProcessingResponse(request_body=ep.BodyResponse(response=common)), Path.SKIPPED)
+    resp.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.update({ROUTE_KEY: route})
+    resp.dynamic_metadata.update({CREDENTIAL_NAMESPACE: {CREDENTIAL_KEY: credential}})
+    return resp
 
 
 def immediate(status: int, body: bytes, content_type: str, path: Path) -> ep.ProcessingResponse:
@@ -91,7 +72,7 @@ def response_headers(body_mode: int, set_headers: dict[str, str] | None = None,
                      remove_headers: list[str] | None = None) -> ep.ProcessingResponse:
     """Answer the response headers and choose how Envoy sends us the response body."""
     resp = ep.ProcessingResponse(response_headers=ep.HeadersResponse(
-        response=_common(None, set_headers, remove_headers)))
+        response=_header_edits(set_headers, remove_headers)))
     resp.mode_override.response_body_mode = body_mode
     return resp
 

@@ -10,11 +10,9 @@ import aiohttp
 from cascade_extproc.codecs import CodecError, anthropic, dumps, openai
 from cascade_extproc.codecs.sse import SseParser
 from cascade_extproc.codecs.stream import Assembler, StreamFailed
+from cascade_extproc.headers import API_PATH
 from cascade_extproc.types import Api, Response
 
-# Path appended to a provider's base URL, per API. SDK conventions: the Anthropic base URL
-# has no /v1, the OpenAI one ends in /v1.
-API_PATH = {Api.ANTHROPIC: "/v1/messages", Api.OPENAI: "/chat/completions"}
 CODECS = {Api.ANTHROPIC: anthropic, Api.OPENAI: openai}
 
 

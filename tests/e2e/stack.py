@@ -59,15 +59,17 @@ class LoopThread:
 
 
 class Stack:
-    def __init__(self, tmp: Path, extra_config: dict | None = None, draft_formats: dict | None = None):
-        """`draft_formats` maps a client API to the API its draft provider speaks (default: same)."""
+    def __init__(self, tmp: Path, extra_config: dict | None = None, draft_formats: dict | None = None,
+                 draft_base_path: str = ""):
+        """`draft_formats` maps a client API to the API its draft provider speaks (default: same);
+        `draft_base_path`: the draft providers serve under this path prefix."""
         self.tmp = tmp
         self.loop = LoopThread()
         formats = {"anthropic": "anthropic", "openai": "openai", **(draft_formats or {})}
         self.sims = {}
         for api in ("anthropic", "openai"):
             self.sims[f"strong_{api}"] = SimProvider(api, name=f"strong-{api}")
-            self.sims[f"draft_{api}"] = SimProvider(formats[api], name=f"draft-{api}")
+            self.sims[f"draft_{api}"] = SimProvider(formats[api], name=f"draft-{api}", base_path=draft_base_path)
         for sim in self.sims.values():
             self.loop.run(sim.start("127.0.0.1", 0))
         self.grpc_port, self.admin_port, self.port = free_port(), free_port(), free_port()
@@ -91,7 +93,7 @@ class Stack:
         self.start_server()
         boot = envoy_config.build(self.cfg, listen=Addr("127.0.0.1", self.port),
                                   grpc=Addr("127.0.0.1", self.grpc_port), admin=Addr("127.0.0.1", 0))
-        self.envoy = EnvoyProcess(boot)
+        self.envoy = EnvoyProcess(boot, log_level=os.environ.get("STACK_ENVOY_LOG", "warning"))
         self.envoy.start()
         self.envoy.wait_ready()
 
@@ -129,10 +131,14 @@ class Stack:
 
     def requests_total(self, **labels: str) -> float:
         """Sum of cascade_requests_total over series matching `labels`."""
+        return self.metric_total("cascade_requests_total", **labels)
+
+    def metric_total(self, name: str, **labels: str) -> float:
+        """Sum of the samples of `name` over series matching `labels`."""
         total = 0.0
         for fam in text_string_to_metric_families(self.metrics_text()):
             for s in fam.samples:
-                if s.name == "cascade_requests_total" and all(s.labels.get(k) == v for k, v in labels.items()):
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                     total += s.value
         return total
 

@@ -26,7 +26,8 @@ def send(url, body: bytes, method="POST", **headers):
     ("invalid JSON", b'{"model": "claude', {}, (400, "direct")),
     ("a JSON array", b"[1, 2]", {}, (400, "direct")),
     ("no messages", json.dumps({"model": "m", "max_tokens": 5}).encode(), {}, (400, "direct")),
-    ("empty body", b"", {}, (400, "direct")),
+    # No body, so no body message: Envoy does not consult the server, the provider judges.
+    ("empty body", b"", {}, (400, "fallback")),
     ("wrong content-type", json.dumps(GOOD).encode(), {"content-type": "text/plain"}, (200, "direct")),
     # Compressed: not read by the sidecar; the provider decides (the simulated one inflates it).
     ("gzip body", gzip.compress(json.dumps(GOOD).encode()), {"content-encoding": "gzip"}, (200, "direct")),

@@ -1,7 +1,6 @@
 """Hot reload through the kubelet's ConfigMap update: a new timestamped directory, then an
 atomic rename of the `..data` symlink. A bad config keeps the last good one."""
 import asyncio
-import json
 import os
 from pathlib import Path
 
@@ -10,10 +9,10 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from cascade_extproc import config
-from cascade_extproc._proto import core_pb2, external_processor_pb2 as ep
 from cascade_extproc._proto import external_processor_pb2_grpc as ep_grpc
 from cascade_extproc.app import App
 from prometheus_client import generate_latest
+from envoy_messages import request_msg
 
 BASE = {"listen": {"grpc": "127.0.0.1:0", "admin": "127.0.0.1:0"}, "reload_interval_s": 0.05}
 SKIP_ALL = [{"name": "everything-to-draft", "route": "skipped"}]
@@ -33,14 +32,10 @@ def kubelet_write(mount: Path, generation: int, data: dict) -> None:
 
 
 async def decide(app: App) -> str:
-    headers = {":method": "POST", ":path": "/v1/messages", "x-request-id": "r"}
     body = {"model": "claude-sonnet-5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as ch:
         call = ep_grpc.ExternalProcessorStub(ch).Process()
-        await call.write(ep.ProcessingRequest(request_headers=ep.HttpHeaders(headers=core_pb2.HeaderMap(
-            headers=[core_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in headers.items()]))))
-        await call.read()
-        await call.write(ep.ProcessingRequest(request_body=ep.HttpBody(body=json.dumps(body).encode(), end_of_stream=True)))
+        await call.write(request_msg("/v1/messages", body))
         resp = await call.read()
         await call.done_writing()
     return resp.dynamic_metadata.fields["cascade"].struct_value.fields["path"].string_value

@@ -9,26 +9,17 @@ import yaml
 from cascade_extproc import config
 from cascade_extproc._proto import core_pb2, external_processor_pb2 as ep
 from cascade_extproc._proto import external_processor_pb2_grpc as ep_grpc
-from cascade_extproc._proto import processing_mode_pb2
 from cascade_extproc.app import App
 from cascade_extproc.sim import SimProvider
+from envoy_messages import request_msg
 
 CLIENT_KEY = "client-key-abc"
 DRAFT_KEY = "draft-key-xyz"
 
 
-def headers_msg(path, method="POST", end_of_stream=False, **extra):
-    hdrs = {":method": method, ":path": path, "content-type": "application/json",
-            "x-api-key": CLIENT_KEY, "authorization": f"Bearer {CLIENT_KEY}", **extra}
-    return ep.ProcessingRequest(request_headers=ep.HttpHeaders(
-        headers=core_pb2.HeaderMap(headers=[core_pb2.HeaderValue(key=k, raw_value=v.encode())
-                                            for k, v in hdrs.items()]),
-        end_of_stream=end_of_stream))
-
-
-def body_msg(body):
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return ep.ProcessingRequest(request_body=ep.HttpBody(body=raw, end_of_stream=True))
+def model_call(path, body, **extra):
+    hdrs = {"content-type": "application/json", "x-api-key": CLIENT_KEY, "authorization": f"Bearer {CLIENT_KEY}"}
+    return request_msg(path, body, **{**hdrs, **extra})
 
 
 async def exchange(app, *messages):
@@ -74,75 +65,75 @@ def run(tmp_path, overrides, scenario, with_key=True):
     return asyncio.run(main())
 
 
-def set_headers(common):
-    return {h.header.key: h.header.raw_value.decode() for h in common.header_mutation.set_headers}
-
-
 def path_of(resp):
     return resp.dynamic_metadata.fields["cascade"].struct_value.fields["path"].string_value
 
 
-def test_skipped_rewrites_model_route_path_and_credentials(tmp_path):
-    async def scenario(app, sims):
-        return await exchange(app, headers_msg("/v1/messages?beta=true"),
-                              body_msg({"model": "claude-sonnet-5", "max_tokens": 10,
-                                        "messages": [{"role": "user", "content": "hi"}]}))
+def metadata(resp, namespace="cascade"):
+    return {k: v.string_value for k, v in resp.dynamic_metadata.fields[namespace].struct_value.fields.items()}
 
-    # A draft base URL with a path prefix, as DeepSeek's Anthropic endpoint has.
-    overrides = {"providers": {"anthropic": {"draft": {"base_url": "http://127.0.0.1:9/anthropic"}}}}
-    head, body = run(tmp_path, overrides, scenario)
-    assert head.WhichOneof("response") == "request_headers"
+
+def test_skipped_names_the_draft_route_and_key(tmp_path):
+    """Envoy applies no header edits to a body it got without headers: the server names the draft
+    route and key in metadata, and the route (envoy_config._draft_route) does the rest."""
+    async def scenario(app, sims):
+        return await exchange(app, model_call("/v1/messages?beta=true",
+                                              {"model": "claude-sonnet-5", "max_tokens": 10,
+                                               "messages": [{"role": "user", "content": "hi"}]}))
+    (body,) = run(tmp_path, {}, scenario)
     common = body.request_body.response
-    assert common.clear_route_cache
-    hs = set_headers(common)
-    assert hs["x-cascade-route"] == "draft-anthropic"
-    assert hs[":path"] == "/anthropic/v1/messages?beta=true"
-    assert hs["x-api-key"] == DRAFT_KEY
-    assert "authorization" in common.header_mutation.remove_headers
-    new_body = common.body_mutation.body
-    assert json.loads(new_body)["model"] == "draft-anthropic"
-    assert hs["content-length"] == str(len(new_body))
-    assert CLIENT_KEY not in str(hs) and path_of(body) == "skipped"
+    assert common.clear_route_cache and common.HasField("header_mutation")  # Envoy clears only then
+    assert not common.header_mutation.set_headers and not common.header_mutation.remove_headers
+    assert json.loads(common.body_mutation.body)["model"] == "draft-anthropic"
+    md = metadata(body)
+    assert md["path"] == "skipped" and md["route"] == "draft-anthropic"
+    assert md["answer"] == "rewrite" and md["xid"]  # the draft's answer is held for the server
+    assert metadata(body, "cascade.draft") == {"key": DRAFT_KEY}
+    assert CLIENT_KEY not in str(body)
 
 
-def test_openai_skipped_uses_bearer_draft_key(tmp_path):
+def test_openai_skipped_takes_the_openai_draft_route(tmp_path):
     async def scenario(app, sims):
-        return await exchange(app, headers_msg("/openai/v1/chat/completions", **{
-                                  "openai-organization": "org-client", "openai-project": "proj-client"}),
-                              body_msg({"model": "gpt-5", "messages": [{"role": "user", "content": "hi"}]}))
-    _, body = run(tmp_path, {}, scenario)
-    hs = set_headers(body.request_body.response)
-    assert hs["authorization"] == f"Bearer {DRAFT_KEY}" and hs[":path"] == "/v1/chat/completions"
-    removed = body.request_body.response.header_mutation.remove_headers
-    assert {"x-api-key", "openai-organization", "openai-project"} <= set(removed)
+        return await exchange(app, model_call(
+            "/openai/v1/chat/completions", {"model": "gpt-5", "messages": [{"role": "user", "content": "hi"}]},
+            **{"openai-organization": "org-client", "openai-project": "proj-client"}))
+    (body,) = run(tmp_path, {}, scenario)
+    assert metadata(body)["route"] == "draft-openai" and metadata(body, "cascade.draft") == {"key": DRAFT_KEY}
+    assert "org-client" not in str(body)
 
 
-def test_non_model_calls_skip_the_body(tmp_path):
+def test_what_is_not_a_json_model_call_passes_unread(tmp_path):
+    """Envoy sends only model-call routes' bodies; what still is not ours passes as it is."""
+    body = {"model": "claude-sonnet-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+
     async def scenario(app, sims):
-        a = await exchange(app, headers_msg("/v1/messages/count_tokens"))
-        b = await exchange(app, headers_msg("/v1/models", method="GET", end_of_stream=True))
-        return a + b
-    count, models = run(tmp_path, {}, scenario)
-    assert count.mode_override.request_body_mode == processing_mode_pb2.ProcessingMode.NONE
-    assert path_of(count) == "direct" and path_of(models) == "direct"
-    assert not models.HasField("mode_override")  # no body is coming anyway
+        out = []
+        for msg in (model_call("/v1/messages", body, method="PUT"),
+                    model_call("/v1/messages", body, **{"content-encoding": "gzip"}),
+                    model_call("/v1/messages", body, **{"content-type": "text/plain"})):
+            out += await exchange(app, msg)
+        return out, len(sims["anthropic"].received)
+    replies, calls = run(tmp_path, {}, scenario)
+    for r in replies:
+        assert path_of(r) == "direct" and not r.request_body.response.HasField("body_mutation")
+        assert not r.request_body.response.header_mutation.set_headers
+    assert calls == 0
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"[]", b'{"model": "x"}', "\u2603".encode("utf-16")])
 def test_unparseable_bodies_pass_through(tmp_path, raw):
     async def scenario(app, sims):
-        return await exchange(app, headers_msg("/v1/messages"), body_msg(raw))
-    _, body = run(tmp_path, {}, scenario)
+        return await exchange(app, model_call("/v1/messages", raw))
+    (body,) = run(tmp_path, {}, scenario)
     assert body.WhichOneof("response") == "request_body"
     assert not body.request_body.response.HasField("body_mutation") and path_of(body) == "direct"
 
 
 def test_missing_draft_key_falls_back(tmp_path):
     async def scenario(app, sims):
-        return await exchange(app, headers_msg("/v1/messages"),
-                              body_msg({"model": "claude-sonnet-5", "max_tokens": 10,
-                                        "messages": [{"role": "user", "content": "hi"}]}))
-    _, body = run(tmp_path, {}, scenario, with_key=False)
+        return await exchange(app, model_call("/v1/messages", {"model": "claude-sonnet-5", "max_tokens": 10,
+                                                               "messages": [{"role": "user", "content": "hi"}]}))
+    (body,) = run(tmp_path, {}, scenario, with_key=False)
     assert path_of(body) == "fallback" and not body.request_body.response.HasField("body_mutation")
 
 
@@ -150,11 +141,10 @@ def test_cascade_answers_with_an_immediate_response(tmp_path):
     text = "Explain in depth how to migrate a monolith to services, with a plan and risks. " * 3
 
     async def scenario(app, sims):
-        out = await exchange(app, headers_msg("/v1/messages"),
-                             body_msg({"model": "claude-sonnet-5", "max_tokens": 200, "stream": True,
-                                       "messages": [{"role": "user", "content": text}]}))
+        out = await exchange(app, model_call("/v1/messages", {"model": "claude-sonnet-5", "max_tokens": 200, "stream": True,
+                                                              "messages": [{"role": "user", "content": text}]}))
         return out, [r.json["model"] for r in sims["anthropic"].received]
-    (_, extend, body), models = run(tmp_path, {}, scenario)
+    (extend, body), models = run(tmp_path, {}, scenario)
     # Envoy's short message timeout is extended for exactly the cascade's own limits.
     assert extend.override_message_timeout.seconds == 60 + 120 + 5
     imm = body.immediate_response
@@ -163,3 +153,69 @@ def test_cascade_answers_with_an_immediate_response(tmp_path):
     assert hs["content-type"].startswith("text/event-stream") and hs["x-cascade-path"] == "accepted"
     assert imm.body.startswith(b"event: message_start")
     assert models == ["draft-anthropic", "claude-sonnet-5"]  # draft first, then the verifier
+
+
+def answer_msg(kind, xid, payload, observe=False, end=True, status="200"):
+    """A response message as the answer or meter filter sends it: the request's xid comes in the
+    forwarded metadata."""
+    if kind == "response_headers":
+        hdrs = core_pb2.HeaderMap(headers=[core_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in
+                                           {":status": status, "content-type": "application/json"}.items()])
+        msg = ep.ProcessingRequest(response_headers=ep.HttpHeaders(headers=hdrs, end_of_stream=False))
+    else:
+        msg = ep.ProcessingRequest(response_body=ep.HttpBody(body=payload, end_of_stream=end))
+    msg.metadata_context.filter_metadata["cascade"].update({"xid": xid})
+    msg.observability_mode = observe
+    return msg
+
+
+ANSWER = json.dumps({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
+                     "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn", "stop_sequence": None,
+                     "usage": {"input_tokens": 12, "output_tokens": 3}}).encode()
+
+
+def test_a_direct_answer_is_metered_on_a_stream_envoy_does_not_wait_for(tmp_path):
+    async def scenario(app, sims):
+        (body,) = await exchange(app, model_call("/v1/messages", {"model": "claude-haiku-4-5", "max_tokens": 10,
+                                                                  "messages": [{"role": "user", "content": "hello"}]}))
+        md = metadata(body)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as ch:
+            call = ep_grpc.ExternalProcessorStub(ch).Process()
+            await call.write(answer_msg("response_headers", md["xid"], b"", observe=True))
+            await call.write(answer_msg("response_body", md["xid"], ANSWER[:40], observe=True, end=False))
+            await call.write(answer_msg("response_body", md["xid"], ANSWER[40:], observe=True))
+            # Envoy ignores answers in observability mode: the server sends none, and ends the stream.
+            replies = [r async for r in call]
+        return md, replies, list(app.ledger._recent)
+    md, replies, recent = run(tmp_path, {}, scenario)
+    assert md["answer"] == "meter" and replies == []
+    (rec,) = recent
+    assert rec.path == "direct" and rec.usage["strong"].output_tokens == 3 and rec.status == 200
+
+
+def test_an_answer_nobody_is_waiting_for_passes_through(tmp_path):
+    async def scenario(app, sims):
+        out = await exchange(app, answer_msg("response_headers", "no-such-xid", b""),
+                             answer_msg("response_body", "no-such-xid", ANSWER))
+        return out, list(app.ledger._recent)
+    (head, body), recent = run(tmp_path, {}, scenario)
+    assert head.WhichOneof("response") == "response_headers" and not head.HasField("mode_override")
+    assert body.WhichOneof("response") == "response_body" and not body.response_body.HasField("response")
+    assert recent == []
+
+
+def test_an_answer_that_never_comes_is_recorded_when_it_expires():
+    from cascade_extproc.extproc.servicer import AwaitingAnswers
+
+    class Exchange:
+        finished = 0
+
+        def finish(self):
+            Exchange.finished += 1
+    waiting = AwaitingAnswers(max_wait_s=0.05)
+    old = waiting.add(Exchange())
+    import time
+    time.sleep(0.06)
+    young = waiting.add(Exchange())  # adding expires what waited too long
+    assert Exchange.finished == 1 and len(waiting) == 1
+    assert waiting.take(old) is None and waiting.take(young) is not None and len(waiting) == 0

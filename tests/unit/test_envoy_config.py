@@ -1,7 +1,6 @@
 """The committed Envoy bootstrap is current, and real Envoy accepts what we generate."""
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
@@ -9,6 +8,7 @@ import yaml
 from cascade_extproc import cli, config, envoy_config
 from cascade_extproc.envoy_config import Addr
 from cascade_extproc.envoy_proc import envoy_binary
+from cascade_extproc.headers import CLIENT_CREDENTIALS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,10 +46,71 @@ def test_llm_traffic_limits_are_set():
     assert wait > cfg.cascade.draft_timeout_s + cfg.cascade.verify_timeout_s
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
     assert all(float(r["route"]["timeout"].rstrip("s")) >= 600 for r in routes)  # not 15 s
-    # https upstreams get TLS with SNI; the draft route needs the internal header.
+    # https upstreams get TLS with SNI; the draft route needs the server's metadata.
     clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
     assert clusters["strong_anthropic"]["transport_socket"]["typed_config"]["sni"] == "api.anthropic.com"
-    assert routes[0]["match"]["headers"][0]["name"] == "x-cascade-route"
+    assert routes[0]["match"]["dynamic_metadata"][0]["filter"] == "cascade"
+
+
+def build_from(tmp_path, data, **kw):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    boot = envoy_config.build(config.load(path), listen=Addr("127.0.0.1", 1), grpc=Addr("127.0.0.1", 2),
+                              admin=Addr("127.0.0.1", 3), **kw)
+    return boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def test_draft_routes_rewrite_the_path_and_swap_credentials(tmp_path):
+    hcm = build_from(tmp_path, {"providers": {
+        "anthropic": {"draft": {"base_url": "https://api.deepseek.com/anthropic", "format": "anthropic"}},
+        "openai": {"draft": {"base_url": "https://api.deepseek.com/v1", "format": "openai"}}}})
+    routes = {r["name"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"]}
+    for api, path, auth in (("anthropic", "/anthropic/v1/messages", ("x-api-key", "%DYNAMIC_METADATA(cascade.draft:key)%")),
+                            ("openai", "/v1/chat/completions", ("authorization", "Bearer %DYNAMIC_METADATA(cascade.draft:key)%"))):
+        r = routes[f"draft-{api}"]
+        (match,) = r["match"]["dynamic_metadata"]  # only the server can select it; no client header can
+        assert match == {"filter": "cascade", "path": [{"key": "route"}],
+                         "value": {"string_match": {"exact": f"draft-{api}"}}}
+        assert r["route"]["regex_rewrite"] == {"pattern": {"regex": "^.*$"}, "substitution": path}
+        assert r["route"]["host_rewrite_literal"] == "api.deepseek.com"
+        assert set(r["request_headers_to_remove"]) == set(CLIENT_CREDENTIALS)
+        added = {h["header"]["key"]: h["header"]["value"] for h in r["request_headers_to_add"]}
+        assert added[auth[0]] == auth[1]
+    # The draft key is accepted from the server and forwarded to no filter.
+    for f in hcm["http_filters"]:
+        ext = f["typed_config"].get("extension_config", f)["typed_config"]
+        if "metadata_options" in ext:
+            assert "cascade.draft" in ext["metadata_options"]["receiving_namespaces"]["untyped"]
+            assert ext["metadata_options"]["forwarding_namespaces"]["untyped"] == ["cascade"]
+
+
+def test_filters_and_what_each_sends(tmp_path):
+    hcm = build_from(tmp_path, {})
+    names = [f["name"] for f in hcm["http_filters"]]
+    assert names == ["envoy.filters.http.ext_proc", "envoy.filters.http.buffer", "cascade.answer",
+                     "cascade.meter", "envoy.filters.http.router"]
+    request, hold, answer, meter = (f["typed_config"] for f in hcm["http_filters"][:4])
+    # The body only, with the headers the server reads as attributes.
+    assert request["processing_mode"]["request_header_mode"] == "SKIP"
+    assert request["processing_mode"]["request_body_mode"] == "BUFFERED"
+    assert {"request.path", "request.headers['x-api-key']"} <= set(request["request_attributes"])
+    assert hold["max_request_bytes"] == request["grpc_service"]["envoy_grpc"]["max_receive_message_length"]
+    # The two answer filters run only when the server's metadata asks, decided at the response headers.
+    for f, mode, observe in ((answer, "rewrite", None), (meter, "meter", True)):
+        ext = f["extension_config"]["typed_config"]
+        assert ext["processing_mode"]["request_body_mode"] == "NONE"
+        assert ext["processing_mode"]["response_header_mode"] == "SEND"
+        assert ext.get("observability_mode") is observe
+        preds = f["xds_matcher"]["matcher_list"]["matchers"][0]["predicate"]["and_matcher"]["predicate"]
+        assert preds[0]["single_predicate"]["input"]["typed_config"]["header_name"] == ":status"
+        wanted = preds[1]["single_predicate"]["custom_match"]["typed_config"]
+        assert wanted["value"]["string_match"]["exact"] == mode and wanted["invert"] is True
+    # Non-model routes: neither the server nor the hold filter sees their bodies.
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    for r in routes:
+        disabled = set(r.get("typed_per_filter_config", {}))
+        model_call = r["name"].startswith(("model-", "draft-"))
+        assert disabled == (set() if model_call else {"envoy.filters.http.ext_proc", "envoy.filters.http.buffer"})
 
 
 def test_base_url_paths_become_rewrites(tmp_path):
@@ -58,9 +119,11 @@ def test_base_url_paths_become_rewrites(tmp_path):
     boot = envoy_config.build(config.load(path), listen=Addr("127.0.0.1", 1), grpc=Addr("127.0.0.1", 2),
                               admin=Addr("127.0.0.1", 3))
     hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    strong = [r for r in hcm["route_config"]["virtual_hosts"][0]["routes"] if r["name"] == "strong-anthropic"][0]
-    assert strong["route"]["prefix_rewrite"] == "/proxy/anthropic/"
-    assert strong["route"]["host_rewrite_literal"] == "llm-proxy.internal:8080"
+    routes = {r["name"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"]}
+    assert routes["strong-anthropic"]["route"]["prefix_rewrite"] == "/proxy/anthropic/"
+    assert routes["model-anthropic"]["route"]["prefix_rewrite"] == "/proxy/anthropic/v1/messages"
+    assert routes["model-anthropic"]["match"] == {"path": "/v1/messages"}  # the query is not part of it
+    assert routes["strong-anthropic"]["route"]["host_rewrite_literal"] == "llm-proxy.internal:8080"
 
 
 def test_health_listener_exposes_only_ready(tmp_path):

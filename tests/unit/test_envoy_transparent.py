@@ -5,9 +5,10 @@ import pytest
 import yaml
 
 from cascade_extproc import certs, cli, config, envoy_config
-from cascade_extproc.envoy_config import Addr, TransparentConfig
+from cascade_extproc.envoy_config import EXT_PROC, Addr, TransparentConfig
 from cascade_extproc.envoy_proc import envoy_binary
-from cascade_extproc.headers import API_HEADER, INTERNAL_HEADERS
+from cascade_extproc.headers import API_HEADER, INTERNAL_HEADERS, PATH_HEADER, PROVIDER_PATHS
+from cascade_extproc.types import Api
 
 HCM = "envoy.filters.network.http_connection_manager"
 
@@ -89,14 +90,19 @@ def test_intercepted_host_chain(host, api, strong):
                                                         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}}]
     (vhost,) = hcm["route_config"]["virtual_hosts"]
     assert vhost["request_headers_to_remove"] == list(INTERNAL_HEADERS)  # never to a provider
-    assert vhost["response_headers_to_add"] == base_hcm["route_config"]["virtual_hosts"][0]["response_headers_to_add"]
-    assert hcm["route_config"]["response_headers_to_add"] == base_hcm["route_config"]["response_headers_to_add"]
-    draft, default = vhost["routes"]
+    draft, model, default = vhost["routes"]
     base_routes = {r["name"]: r for r in base_hcm["route_config"]["virtual_hosts"][0]["routes"]}
     assert draft == base_routes[f"draft-{api}"]  # selected by the server's internal header
+    # Model calls (the provider's own path) reach the server; nothing else does.
+    assert model["match"] == {"path": PROVIDER_PATHS[Api(api)]} and "typed_per_filter_config" not in model
     assert default["match"] == {"prefix": "/"}
-    assert default["route"]["cluster"] == strong and "prefix_rewrite" not in default["route"]
-    assert default["route"]["host_rewrite_literal"] == host
+    assert default["typed_per_filter_config"][EXT_PROC]["disabled"] is True
+    for r in (model, default):
+        assert r["route"]["cluster"] == strong and "prefix_rewrite" not in r["route"]
+        assert r["route"]["host_rewrite_literal"] == host
+    assert vhost["response_headers_to_add"] == base_hcm["route_config"]["virtual_hosts"][0]["response_headers_to_add"]
+    assert hcm["route_config"]["response_headers_to_add"] == base_hcm["route_config"]["response_headers_to_add"]
+    assert vhost["response_headers_to_remove"] == [PATH_HEADER]  # never the provider's word
 
 
 def test_the_base_listener_is_unchanged():
