@@ -4,10 +4,12 @@ orchestration cost and the server's memory.
     .venv/bin/python bench/overhead.py [--repeat 5] [--requests 200]
 
 (a) overhead on the direct and skipped paths, bodies of ~20 KB, 200 KB and 2 MB, concurrency 1
-    and 16: p50/p99 latency, throughput, and the ratios to Envoy alone. Both Envoys (one without
-    the ext_proc filter) route to the same trivial upstream, which answers at once, so what is
-    measured is the proxy path. Runs alternate between the two and each figure is the median
-    over --repeat runs.
+    and 16: p50/p99 latency, throughput, and the ratios to Envoy alone. Three Envoys route to the
+    same trivial upstream, which answers at once, so what is measured is the proxy path: one
+    without our filters ("alone"), one with them in front of cascade-extproc ("ext"), and one
+    with them in front of a server that does nothing (bench/null_extproc.py, "floor": what the
+    Python gRPC stack costs before any work). Runs alternate between them and each figure is the
+    median over --repeat runs.
 (b) cascade orchestration: a cascade's end-to-end latency vs the sum of the two provider
     latencies (simulated providers with fixed delays).
 (d) memory: the server's RSS per cascade in flight.
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -104,7 +107,6 @@ def rss_kb(pid: int) -> int:
 
 
 def start_server(tmp: Path, data: dict):
-    import subprocess
     import urllib.request
     cfg_path = tmp / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(data))
@@ -142,14 +144,15 @@ def main() -> None:
                                               "model": "sim-draft-x", "api_key_file": str(tmp / "key"),
                                               "api_key_env": ""}} for api in ("anthropic", "openai")}}
         server, cfg = start_server(tmp, data)
-        with_port, alone_port = free_port(), free_port()
-        boot = envoy_config.build(cfg, listen=Addr("127.0.0.1", with_port), grpc=Addr.parse(grpc),
-                                  admin=Addr("127.0.0.1", 0))
-        alone = envoy_config.build(cfg, listen=Addr("127.0.0.1", alone_port), grpc=Addr.parse(grpc),
-                                   admin=Addr("127.0.0.1", 0))
-        hcm = alone["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        null_grpc = f"127.0.0.1:{free_port()}" if args.tcp else f"unix:{tmp}/null.sock"
+        null = subprocess.Popen([sys.executable, str(Path(__file__).with_name("null_extproc.py")), null_grpc])
+        ports = {"alone": free_port(), "floor": free_port(), "ext": free_port()}
+        boots = {name: envoy_config.build(cfg, listen=Addr("127.0.0.1", port),
+                                          grpc=Addr.parse(null_grpc if name == "floor" else grpc),
+                                          admin=Addr("127.0.0.1", 0)) for name, port in ports.items()}
+        hcm = boots["alone"]["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
         hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.router"]
-        envoys = [EnvoyProcess(boot), EnvoyProcess(alone)]
+        envoys = [EnvoyProcess(b) for b in boots.values()]
         for e in envoys:
             e.start()
             e.wait_ready()
@@ -157,29 +160,35 @@ def main() -> None:
             print(f"(a) overhead: Envoy alone vs Envoy + cascade-extproc ({'TCP' if args.tcp else 'Unix socket'} "
                   f"to the server, metering {'off' if args.no_metering else 'on'}); median of {args.repeat} runs "
                   f"of {args.requests} requests\n")
-            print(f"{'path':<8} {'body':>6} {'conc':>4}  {'alone p50':>9} {'ext p50':>8} {'ratio':>6}  "
-                  f"{'alone p99':>9} {'ext p99':>8}  {'alone rps':>9} {'ext rps':>8} {'ratio':>6}")
+            print("latency in ms, throughput in requests/s; ratios to Envoy alone (x); floor: the same filters "
+                  "in front of a server that does nothing\n")
+            print(f"{'path':<8} {'body':>6} {'conc':>4}  {'alone':>6} {'floor':>6} {'ext':>6} {'floor':>6} {'ext':>6}  "
+                  f"{'alone':>6} {'ext':>6}  {'alone':>6} {'floor':>6} {'ext':>6} {'floor':>6} {'ext':>6}")
+            print(f"{'':<8} {'':>6} {'':>4}  {'p50':>6} {'p50':>6} {'p50':>6} {'x':>6} {'x':>6}  "
+                  f"{'p99':>6} {'p99':>6}  {'rps':>6} {'rps':>6} {'rps':>6} {'x':>6} {'x':>6}")
             for path in ("direct", "skipped"):
                 for size in (20_000, 200_000, 2_000_000):
                     raw = body(size, path)
                     for conc in (1, 16):
                         n = max(20, args.requests // (1 if size < 1_000_000 else 5))
-                        runs = {"alone": [], "ext": []}
+                        runs: dict[str, list] = {name: [] for name in ports}
                         for _ in range(args.repeat):
-                            for name, port in (("alone", alone_port), ("ext", with_port)):
+                            for name, port in ports.items():
                                 runs[name].append(asyncio.run(measure(f"http://127.0.0.1:{port}/v1/messages",
                                                                       raw, n, conc)))
                         med = {k: (statistics.median(statistics.median(l) for l, _ in v),
                                    statistics.median(pct(l, 0.99) for l, _ in v),
                                    statistics.median(t for _, t in v)) for k, v in runs.items()}
-                        a, e = med["alone"], med["ext"]
-                        print(f"{path:<8} {len(raw) // 1000:>5}K {conc:>4}  {a[0]:>9.2f} {e[0]:>8.2f} {e[0] / a[0]:>5.2f}x  "
-                              f"{a[1]:>9.2f} {e[1]:>8.2f}  {a[2]:>9.0f} {e[2]:>8.0f} {e[2] / a[2]:>5.2f}x")
+                        a, f, e = med["alone"], med["floor"], med["ext"]
+                        print(f"{path:<8} {len(raw) // 1000:>5}K {conc:>4}  {a[0]:>6.2f} {f[0]:>6.2f} {e[0]:>6.2f} "
+                              f"{f[0] / a[0]:>5.2f}x {e[0] / a[0]:>5.2f}x  {a[1]:>6.2f} {e[1]:>6.2f}  "
+                              f"{a[2]:>6.0f} {f[2]:>6.0f} {e[2]:>6.0f} {f[2] / a[2]:>5.2f}x {e[2] / a[2]:>5.2f}x")
         finally:
             for e in envoys:
                 e.stop()
-            server.terminate()
-            server.wait()
+            for proc in (server, null):
+                proc.terminate()
+                proc.wait()
     if not args.skip_cascade:
         cascade_bench(args.repeat)
 

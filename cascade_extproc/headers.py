@@ -37,6 +37,9 @@ FORWARDED_HEADERS = ("content-type", "content-encoding", "user-agent", API_HEADE
 REQUEST_ATTRIBUTES = {"request.path": ":path", "request.method": ":method", "request.id": "x-request-id",
                       **{f"request.headers['{h}']": h for h in FORWARDED_HEADERS}}
 
+# The meter filter sends no headers message; the status comes as this response attribute.
+RESPONSE_CODE = "response.code"
+
 # Dynamic metadata key by which the server asks to see the answer: ANSWER_REWRITE through a
 # filter Envoy waits for (the answer may change), ANSWER_METER through one it does not wait for.
 ANSWER_KEY = "answer"

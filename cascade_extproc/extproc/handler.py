@@ -256,6 +256,13 @@ class Exchange:
 
     # ---- response --------------------------------------------------------------------------
 
+    def on_response_status(self, status: int) -> None:
+        """The answer's status, when it comes without a headers message (the meter filter)."""
+        if self.response is not None:
+            self.response.on_status(status)
+            if self.response.finished:
+                self.finish(status)
+
     async def on_response_headers(self, msg: ep.HttpHeaders) -> AsyncIterator[ep.ProcessingResponse]:
         if self.response is None:
             yield mutations.passthrough("response_headers")

@@ -49,6 +49,12 @@ class ResponseSide:
         """Whether the answer may need changing (so Envoy must wait for us), not just reading."""
         return self.plan is not None or self.drop_usage_chunk or self.recover
 
+    def on_status(self, status: int) -> None:
+        """The meter filter sends no headers message, only the status (an attribute): the body's
+        first bytes tell JSON from a stream."""
+        self.status = status
+        self.finished = self.finished or status >= 300  # nothing to meter in an error
+
     def on_headers(self, msg: ep.HttpHeaders) -> ep.ProcessingResponse:
         headers = {h.key.lower(): h.raw_value.decode("utf-8", "replace") or h.value for h in msg.headers.headers}
         self.status = int(headers.get(":status", "0") or 0)
@@ -81,6 +87,11 @@ class ResponseSide:
     def on_body(self, msg: ep.HttpBody) -> ep.ProcessingResponse:
         end = msg.end_of_stream
         self.finished = self.finished or end
+        if not self._mode:
+            start = msg.body.lstrip()[:1]
+            if not start:  # nothing yet to tell what it is
+                return mutations.passthrough("response_body")
+            self._mode = "json" if start == b"{" else "stream"
         if self._mode == "stream":
             return self._stream(msg.body, end)
         if self._mode == "ignored":

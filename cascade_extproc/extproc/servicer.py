@@ -15,7 +15,7 @@ from cascade_extproc._proto import external_processor_pb2 as ep
 from cascade_extproc._proto import external_processor_pb2_grpc as ep_grpc
 from cascade_extproc.extproc import mutations
 from cascade_extproc.extproc.handler import Exchange, Runtime, headers_from
-from cascade_extproc.headers import ANSWER_KEY, ANSWER_METER, ANSWER_REWRITE, METADATA_NAMESPACE
+from cascade_extproc.headers import ANSWER_KEY, ANSWER_METER, ANSWER_REWRITE, METADATA_NAMESPACE, RESPONSE_CODE
 from cascade_extproc.ledger import Ledger
 
 XID_KEY = "xid"
@@ -113,6 +113,10 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         md = first.metadata_context.filter_metadata.get(METADATA_NAMESPACE)
         xid = md.fields[XID_KEY].string_value if md is not None and XID_KEY in md.fields else ""
         exchange = self.awaiting.take(xid) if xid else None
+        if exchange is not None and kind_of(first) == "response_body":
+            status = response_code(first)
+            if status:
+                exchange.on_response_status(status)
         try:
             msg: ep.ProcessingRequest | None = first
             while msg is not None:
@@ -144,6 +148,19 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             if not msg.observability_mode:
                 yield mutations.passthrough(msg.WhichOneof("request") or "request_body")
             msg = await anext(rest, None)
+
+
+def kind_of(msg: ep.ProcessingRequest) -> str | None:
+    return msg.WhichOneof("request")
+
+
+def response_code(msg: ep.ProcessingRequest) -> int:
+    """The `response.code` attribute (sent with the first message when there is no headers one)."""
+    for struct in msg.attributes.values():
+        value = struct.fields.get(RESPONSE_CODE)
+        if value is not None and value.WhichOneof("kind") == "number_value":
+            return int(value.number_value)
+    return 0
 
 
 async def _one(resp: ep.ProcessingResponse) -> AsyncIterator[ep.ProcessingResponse]:

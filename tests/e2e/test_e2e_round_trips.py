@@ -42,8 +42,8 @@ def ask(stack, text, model):
 
 
 @pytest.mark.parametrize("text, model, path, expected", [
-    # One message Envoy waits for (the body); the answer is metered from a copy.
-    ("hello", "claude-haiku-4-5", "direct", {("request_body", "blocking"): 1, ("response_headers", "observing"): 1}),
+    # One message Envoy waits for (the body); the answer is metered from a copy of its body.
+    ("hello", "claude-haiku-4-5", "direct", {("request_body", "blocking"): 1}),
     # The draft's answer may be rewritten or replaced: Envoy waits for the server on it.
     ("hi there", "claude-sonnet-5", "skipped", {("request_body", "blocking"): 1, ("response_headers", "blocking"): 1,
                                                ("response_body", "blocking"): 1}),
@@ -86,3 +86,23 @@ def test_skipped_keeps_the_query_and_the_draft_base_path(tmp_path):
         assert int(got.headers["content-length"]) == len(got.body)
     finally:
         s.close()
+
+
+def test_direct_answers_are_metered_from_the_copy(stack):
+    """JSON or SSE, told apart by the body itself (the meter filter gets no headers); an error
+    counts its status and no tokens."""
+    client = anthropic.Anthropic(base_url=stack.anthropic_url, api_key=CLIENT_KEY, max_retries=0)
+    kw = dict(model="claude-haiku-4-5", max_tokens=100, messages=[{"role": "user", "content": "hello"}])
+    n = stack.requests_total()
+    out = stack.metric_total("cascade_tokens_total", provider="strong", kind="output")
+    with client.messages.stream(**kw) as s:
+        streamed = s.get_final_message()
+    made = client.messages.create(**kw)
+    stack.sims["strong_anthropic"].fail_next(529)
+    with pytest.raises(anthropic.APIStatusError):
+        client.messages.create(**kw)
+    delta(stack, messages(stack), n + 3)
+    assert stack.requests_total(path="direct") >= 3
+    grew = stack.metric_total("cascade_tokens_total", provider="strong", kind="output") - out
+    assert grew == streamed.usage.output_tokens + made.usage.output_tokens
+    assert '"status": 529' in stack.server_log.read_text()  # the error is recorded too

@@ -96,15 +96,17 @@ def test_filters_and_what_each_sends(tmp_path):
     assert {"request.path", "request.headers['x-api-key']"} <= set(request["request_attributes"])
     assert hold["max_request_bytes"] == request["grpc_service"]["envoy_grpc"]["max_receive_message_length"]
     # The two answer filters run only when the server's metadata asks, decided at the response headers.
-    for f, mode, observe in ((answer, "rewrite", None), (meter, "meter", True)):
+    for f, mode, observe, headers in ((answer, "rewrite", None, "SEND"), (meter, "meter", True, "SKIP")):
         ext = f["extension_config"]["typed_config"]
         assert ext["processing_mode"]["request_body_mode"] == "NONE"
-        assert ext["processing_mode"]["response_header_mode"] == "SEND"
+        assert ext["processing_mode"]["response_header_mode"] == headers
         assert ext.get("observability_mode") is observe
         preds = f["xds_matcher"]["matcher_list"]["matchers"][0]["predicate"]["and_matcher"]["predicate"]
         assert preds[0]["single_predicate"]["input"]["typed_config"]["header_name"] == ":status"
         wanted = preds[1]["single_predicate"]["custom_match"]["typed_config"]
         assert wanted["value"]["string_match"]["exact"] == mode and wanted["invert"] is True
+    # The meter reads the body only: the status comes with it.
+    assert meter["extension_config"]["typed_config"]["response_attributes"] == ["response.code"]
     # Non-model routes: neither the server nor the hold filter sees their bodies.
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
     for r in routes:
