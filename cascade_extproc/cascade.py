@@ -65,7 +65,7 @@ def draft_body(req: Request, draft_api: Api, model: str, stream: bool = False) -
 
 def strong_body(req: Request) -> bytes:
     """The client's bytes, unless the history holds blocks the strong provider would refuse."""
-    if req.api is Api.ANTHROPIC and provenance.might_need_changes(req.raw):
+    if req.api is Api.ANTHROPIC and provenance.might_need_changes(req.raw, for_strong_provider=True):
         fixed = provenance.for_strong(req.body)
         if fixed is not None:
             return dumps(fixed)

@@ -166,6 +166,11 @@ def test_tag_response_is_idempotent_and_only_touches_thinking():
 def test_might_need_changes():
     assert provenance.might_need_changes(json.dumps(body([strong_thinking()], thinking=False)).encode())
     assert not provenance.might_need_changes(json.dumps(body([TOOL_USE], thinking=False)).encode())
+    # For the strong provider, only a draft's tagged signature can need changing.
+    strong_only = json.dumps(body([strong_thinking()], thinking=False)).encode()
+    assert not provenance.might_need_changes(strong_only, for_strong_provider=True)
+    tagged = json.dumps(body([{**strong_thinking(), "signature": provenance.DRAFT_TAG + "s"}], thinking=False)).encode()
+    assert provenance.might_need_changes(tagged, for_strong_provider=True)
 
 
 # ---- property: random mixed histories ---------------------------------------------------------------
