@@ -30,7 +30,7 @@ class Metrics:
             "cascade_unpriced_requests", "Requests whose cost is unknown (no usage, or a model without a price).",
             ["path"], registry=r)
         self.duration = Histogram(
-            "cascade_request_duration_seconds", "From the request headers to the end of the answer, by path.",
+            "cascade_request_duration_seconds", "From the request body to the end of the answer, by path.",
             ["path"], buckets=_LATENCY_BUCKETS, registry=r)
         self.provider_duration = Histogram(
             "cascade_provider_duration_seconds", "Provider calls made by the server itself, by provider and call.",
