@@ -23,7 +23,7 @@ DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 
 # Dynamic metadata the server sets on a skipped request: ROUTE_KEY selects the draft route (a
 # client cannot set metadata, so cannot pick the draft); the draft key rides in its own
-# namespace, which no filter forwards, and the route puts it in the draft's auth header.
+# namespace, and the route puts it in the draft's auth header.
 ROUTE_KEY = "route"
 CREDENTIAL_NAMESPACE = "cascade.draft"
 CREDENTIAL_KEY = "key"
@@ -36,12 +36,3 @@ FORWARDED_HEADERS = ("content-type", "content-encoding", "user-agent", API_HEADE
 # CEL expression Envoy evaluates -> the header name the server files it under.
 REQUEST_ATTRIBUTES = {"request.path": ":path", "request.method": ":method", "request.id": "x-request-id",
                       **{f"request.headers['{h}']": h for h in FORWARDED_HEADERS}}
-
-# The meter filter sends no headers message; the status comes as this response attribute.
-RESPONSE_CODE = "response.code"
-
-# Dynamic metadata key by which the server asks to see the answer: ANSWER_REWRITE through a
-# filter Envoy waits for (the answer may change), ANSWER_METER through one it does not wait for.
-ANSWER_KEY = "answer"
-ANSWER_REWRITE = "rewrite"
-ANSWER_METER = "meter"

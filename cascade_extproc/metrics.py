@@ -39,8 +39,8 @@ class Metrics:
             "cascade_fallbacks", "Requests sent on to the strong model after a failure, by reason.",
             ["reason"], registry=r)
         self.extproc_messages = Counter(
-            "cascade_extproc_messages", "Messages Envoy sent the ext_proc server, by kind and by whether "
-            "Envoy waited for the answer (blocking) or not (observing).", ["kind", "mode"], registry=r)
+            "cascade_extproc_messages", "Messages Envoy sent the ext_proc server, by kind (each one a round "
+            "trip Envoy waits for).", ["kind"], registry=r)
         self.config_reloads = Counter(
             "cascade_config_reloads", "Config reloads, by result (ok, error).", ["result"], registry=r)
         self.shadow_decisions = Counter(

@@ -68,8 +68,7 @@ def headers_from(attributes) -> dict[str, str]:
 
 
 class Exchange:
-    """State of one HTTP request: its body on the request filter's stream, then (when the server
-    asked to see it) its answer on the answer or meter filter's stream."""
+    """State of one ext_proc stream (one model call)."""
 
     def __init__(self, runtime: Runtime, ledger: Ledger, headers: dict[str, str]):
         self.rt = runtime
@@ -256,13 +255,6 @@ class Exchange:
 
     # ---- response --------------------------------------------------------------------------
 
-    def on_response_status(self, status: int) -> None:
-        """The answer's status, when it comes without a headers message (the meter filter)."""
-        if self.response is not None:
-            self.response.on_status(status)
-            if self.response.finished:
-                self.finish(status)
-
     async def on_response_headers(self, msg: ep.HttpHeaders) -> AsyncIterator[ep.ProcessingResponse]:
         if self.response is None:
             yield mutations.passthrough("response_headers")
@@ -319,10 +311,6 @@ class Exchange:
     def _start(self, api: Api | str, path: Path, rule: str, model: str, served: str = "") -> None:
         self.record = RequestRecord(request_id=self.headers.get("x-request-id", ""), api=str(api),
                                     path=str(path), rule=rule, model=model, served_model=served or model)
-
-    @property
-    def recorded(self) -> bool:
-        return self._recorded
 
     def finish(self, status: int = 0) -> None:
         """Complete the record (usage, costs, latency) and hand it to the ledger, once."""

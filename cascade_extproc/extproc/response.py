@@ -13,14 +13,10 @@ from cascade_extproc.types import Api, Response, StreamError, Usage
 
 # Statuses after which a draft answer is worth replacing with the strong model's.
 RECOVERABLE = {408, 429, 500, 502, 503, 504, 529}
-# A JSON answer read in pieces larger than this is not an answer we can meter; let it go.
-MAX_JSON_BYTES = 32 << 20
 
 
 class ResponseSide:
-    """Envoy hands us the response headers, then the body: whole or in chunks as we choose, or,
-    on the meter filter (observability mode, where our choices and answers are ignored), in the
-    chunks as they came.
+    """Envoy hands us the response headers, then (as we choose) the body whole or in chunks.
 
     With `recover` (the skipped path), a failed draft is not the end: `needs_recovery` tells the
     exchange to answer from the strong model instead, and a stream cut short is ended with an
@@ -42,18 +38,6 @@ class ResponseSide:
         self._translator = ResponseTranslator(self.plan) if self.plan else None
         self._tap = self._translator.tap if self._translator else StreamTap(upstream)
         self._dropper = UsageChunkDropper() if drop_usage_chunk else None
-        self._json = bytearray()  # a JSON body sent in pieces (meter filter)
-
-    @property
-    def changes_answer(self) -> bool:
-        """Whether the answer may need changing (so Envoy must wait for us), not just reading."""
-        return self.plan is not None or self.drop_usage_chunk or self.recover
-
-    def on_status(self, status: int) -> None:
-        """The meter filter sends no headers message, only the status (an attribute): the body's
-        first bytes tell JSON from a stream."""
-        self.status = status
-        self.finished = self.finished or status >= 300  # nothing to meter in an error
 
     def on_headers(self, msg: ep.HttpHeaders) -> ep.ProcessingResponse:
         headers = {h.key.lower(): h.raw_value.decode("utf-8", "replace") or h.value for h in msg.headers.headers}
@@ -87,30 +71,12 @@ class ResponseSide:
     def on_body(self, msg: ep.HttpBody) -> ep.ProcessingResponse:
         end = msg.end_of_stream
         self.finished = self.finished or end
-        if not self._mode:
-            start = msg.body.lstrip()[:1]
-            if not start:  # nothing yet to tell what it is
-                return mutations.passthrough("response_body")
-            self._mode = "json" if start == b"{" else "stream"
         if self._mode == "stream":
             return self._stream(msg.body, end)
-        if self._mode == "ignored":
-            return mutations.passthrough("response_body")
         if self._mode == "error":
             assert self._translator is not None
             return mutations.response_body(self._translator.error_body(self.status, msg.body))
-        if not end:
-            if len(self._json) + len(msg.body) <= MAX_JSON_BYTES:
-                self._json += msg.body
-            else:
-                self._mode, self._json = "ignored", bytearray()
-            return mutations.passthrough("response_body")
-        if self._json:
-            self._json += msg.body
-            body, self._json = bytes(self._json), bytearray()
-        else:
-            body = msg.body
-        self.answer = read_json(self.upstream, body)
+        self.answer = read_json(self.upstream, msg.body)
         self.usage = self.answer.usage if self.answer else None
         if self.answer is None and self.recover:
             self.needs_recovery = True  # a 200 that is not an answer

@@ -68,9 +68,7 @@ MATRIX = {
     ("direct strong", 500): ("direct", "error 500"),
     ("direct strong", 429): ("direct", "error 429"),
     ("direct strong", "malformed"): (None, "broken: JSONDecodeError"),  # its body, unchanged
-    # Envoy does not hold a direct answer (it is only metered, on the side): a cut body reaches
-    # the client as it would without the sidecar, a broken connection its SDK retries.
-    ("direct strong", "truncate"): (None, "broken: APIConnectionError"),
+    ("direct strong", "truncate"): ("direct", "error 502"),
     ("direct strong", "reset"): ("direct", "error 503"),
 }
 

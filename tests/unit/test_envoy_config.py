@@ -76,40 +76,25 @@ def test_draft_routes_rewrite_the_path_and_swap_credentials(tmp_path):
         assert set(r["request_headers_to_remove"]) == set(CLIENT_CREDENTIALS)
         added = {h["header"]["key"]: h["header"]["value"] for h in r["request_headers_to_add"]}
         assert added[auth[0]] == auth[1]
-    # The draft key is accepted from the server and forwarded to no filter.
-    for f in hcm["http_filters"]:
-        ext = f["typed_config"].get("extension_config", f)["typed_config"]
-        if "metadata_options" in ext:
-            assert "cascade.draft" in ext["metadata_options"]["receiving_namespaces"]["untyped"]
-            assert ext["metadata_options"]["forwarding_namespaces"]["untyped"] == ["cascade"]
+    # The draft key is accepted from the server, and sent back to no one.
+    ext = hcm["http_filters"][0]["typed_config"]
+    assert ext["metadata_options"] == {"receiving_namespaces": {"untyped": ["cascade", "cascade.draft"]}}
 
 
 def test_filters_and_what_each_sends(tmp_path):
     hcm = build_from(tmp_path, {})
     names = [f["name"] for f in hcm["http_filters"]]
-    assert names == ["envoy.filters.http.ext_proc", "envoy.filters.http.buffer", "cascade.answer",
-                     "cascade.meter", "envoy.filters.http.router"]
-    request, hold, answer, meter = (f["typed_config"] for f in hcm["http_filters"][:4])
-    # The body only, with the headers the server reads as attributes.
-    assert request["processing_mode"]["request_header_mode"] == "SKIP"
-    assert request["processing_mode"]["request_body_mode"] == "BUFFERED"
-    assert {"request.path", "request.headers['x-api-key']"} <= set(request["request_attributes"])
-    assert hold["max_request_bytes"] == request["grpc_service"]["envoy_grpc"]["max_receive_message_length"]
-    # The two answer filters run only when the server's metadata asks, decided at the response headers.
-    for f, mode, observe, headers in ((answer, "rewrite", None, "SEND"), (meter, "meter", True, "SKIP")):
-        ext = f["extension_config"]["typed_config"]
-        assert ext["processing_mode"]["request_body_mode"] == "NONE"
-        assert ext["processing_mode"]["response_header_mode"] == headers
-        assert ext.get("observability_mode") is observe
-        preds = f["xds_matcher"]["matcher_list"]["matchers"][0]["predicate"]["and_matcher"]["predicate"]
-        assert preds[0]["single_predicate"]["input"]["typed_config"]["header_name"] == ":status"
-        wanted = preds[1]["single_predicate"]["custom_match"]["typed_config"]
-        assert wanted["value"]["string_match"]["exact"] == mode and wanted["invert"] is True
-    # The meter reads the body only: the status comes with it.
-    assert meter["extension_config"]["typed_config"]["response_attributes"] == ["response.code"]
+    assert names == ["envoy.filters.http.ext_proc", "envoy.filters.http.buffer", "envoy.filters.http.router"]
+    ext, hold = (f["typed_config"] for f in hcm["http_filters"][:2])
+    # The body, with the headers the server reads as attributes; then the answer's headers.
+    mode = ext["processing_mode"]
+    assert (mode["request_header_mode"], mode["request_body_mode"]) == ("SKIP", "BUFFERED")
+    assert (mode["response_header_mode"], mode["response_body_mode"]) == ("SEND", "NONE")
+    assert ext["allow_mode_override"] is True  # the answer's body mode is chosen at its headers
+    assert {"request.path", "request.headers['x-api-key']"} <= set(ext["request_attributes"])
+    assert hold["max_request_bytes"] == ext["grpc_service"]["envoy_grpc"]["max_receive_message_length"]
     # Non-model routes: neither the server nor the hold filter sees their bodies.
-    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
-    for r in routes:
+    for r in hcm["route_config"]["virtual_hosts"][0]["routes"]:
         disabled = set(r.get("typed_per_filter_config", {}))
         model_call = r["name"].startswith(("model-", "draft-"))
         assert disabled == (set() if model_call else {"envoy.filters.http.ext_proc", "envoy.filters.http.buffer"})
