@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cascade_extproc.config import Config, ProviderConfig
-from cascade_extproc.headers import (API_HEADER, API_PATH, CLIENT_CREDENTIALS, CREDENTIAL_KEY,
+from cascade_extproc.headers import (API_HEADER, API_PATH, CLIENT_CREDENTIALS, CLIENT_PATHS, CREDENTIAL_KEY,
                                      CREDENTIAL_NAMESPACE, DEFAULT_ANTHROPIC_VERSION, INTERNAL_HEADERS,
                                      METADATA_NAMESPACE, PATH_HEADER, PROVIDER_PATHS, REQUEST_ATTRIBUTES,
                                      ROUTE_KEY)
@@ -122,20 +122,18 @@ def _routes(cfg: Config) -> list[dict[str, Any]]:
 
     p = cfg.providers
     routes = [_draft_route(cfg, api) for api in Api]
+    model_path = {api: path for path, api in CLIENT_PATHS.items()}
+    # Per API: the model-call path (the only one the server sees), then everything else.
     openai_base = urlsplit(p.openai.strong.base_url).path.rstrip("/")
-    routes.append({"name": "model-openai", "match": {"path": "/openai/v1/chat/completions"},
-                   "route": to("strong_openai", p.openai.strong, openai_base + "/chat/completions")})
-    routes.append({"name": "strong-openai", "match": {"prefix": "/openai/v1/"},
-                   "route": to("strong_openai", p.openai.strong, openai_base + "/"),
-                   **NOT_PROCESSED})
     anthropic_base = urlsplit(p.anthropic.strong.base_url).path.rstrip("/")
-    routes.append({"name": "model-anthropic", "match": {"path": "/v1/messages"},
-                   "route": to("strong_anthropic", p.anthropic.strong,
-                               anthropic_base + "/v1/messages" if anthropic_base else None)})
-    routes.append({"name": "strong-anthropic", "match": {"prefix": "/"},
-                   "route": to("strong_anthropic", p.anthropic.strong,
-                               anthropic_base + "/" if anthropic_base else None),
-                   **NOT_PROCESSED})
+    for api, base, catch_all, rest_rewrite in (
+            (Api.OPENAI, openai_base, "/openai/v1/", openai_base + "/"),
+            (Api.ANTHROPIC, anthropic_base, "/", anthropic_base + "/" if anthropic_base else None)):
+        strong = p.for_api(api).strong
+        routes.append({"name": f"model-{api}", "match": {"path": model_path[api]},
+                       "route": to(f"strong_{api}", strong, base + API_PATH[api])})
+        routes.append({"name": f"strong-{api}", "match": {"prefix": catch_all},
+                       "route": to(f"strong_{api}", strong, rest_rewrite), **NOT_PROCESSED})
     return routes
 
 
