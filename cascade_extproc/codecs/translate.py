@@ -97,13 +97,6 @@ class ResponseTranslator:
             return anthropic.encode_json(resp)
         return openai.encode_json(resp, self.plan.created)
 
-    def error_body(self, status: int, body: bytes) -> bytes:
-        try:
-            message = CODECS[self.plan.upstream].error_message(json.loads(body))
-        except ValueError:
-            message = ""
-        return CODECS[self.plan.client].error_body(status, message or f"draft provider error {status}")
-
     def stream_chunk(self, chunk: bytes, end: bool = False) -> bytes:
         return b"".join(self._encoder.encode(out) for ev in self.tap.feed(chunk, end) for out in self._tag(ev))
 

@@ -11,8 +11,10 @@ from cascade_extproc.extproc.mutations import Mode
 from cascade_extproc.types import Api, Response, StreamError, Usage
 
 
-# Statuses after which a draft answer is worth replacing with the strong model's.
-RECOVERABLE = {408, 429, 500, 502, 503, 504, 529}
+# A draft's error is never the client's to see: the client's own credentials and provider were not
+# used (a refused draft key, a draft's smaller context window, its overload). From this status
+# on, the strong model answers instead: with the answer, or with its own, authoritative error.
+RECOVER_FROM = 400
 
 
 class ResponseSide:
@@ -34,7 +36,7 @@ class ResponseSide:
         self.recover = recover
         self.client = client or upstream
         self.needs_recovery = False
-        self._mode = ""  # "stream" | "json" | "error"
+        self._mode = ""  # "stream" | "json"
         self._translator = ResponseTranslator(self.plan) if self.plan else None
         self._tap = self._translator.tap if self._translator else StreamTap(upstream)
         self._dropper = UsageChunkDropper() if drop_usage_chunk else None
@@ -42,7 +44,7 @@ class ResponseSide:
     def on_headers(self, msg: ep.HttpHeaders) -> ep.ProcessingResponse:
         headers = {h.key.lower(): h.raw_value.decode("utf-8", "replace") or h.value for h in msg.headers.headers}
         self.status = int(headers.get(":status", "0") or 0)
-        if self.recover and self.status in RECOVERABLE:
+        if self.recover and self.status >= RECOVER_FROM:
             self.needs_recovery = True
             return mutations.passthrough("response_headers")  # not sent: the exchange answers instead
         if msg.end_of_stream:
@@ -50,12 +52,8 @@ class ResponseSide:
             return mutations.response_headers(Mode.NONE)
         # A body that changes size loses its content-length: Envoy refuses a mismatch.
         if self.status >= 300:
-            if self.plan is None or not self.plan.translating:
-                self.finished = True  # nothing to meter in an error, nothing to rewrite
-                return mutations.response_headers(Mode.NONE)
-            self._mode = "error"
-            return mutations.response_headers(Mode.BUFFERED, {"content-type": codecs.CONTENT_TYPE_JSON},
-                                              ["content-length"])
+            self.finished = True  # nothing to meter in an error, nothing to rewrite
+            return mutations.response_headers(Mode.NONE)
         if headers.get("content-type", "").startswith("text/event-stream"):
             self._mode = "stream"
             if self.plan or self._dropper:
@@ -73,9 +71,6 @@ class ResponseSide:
         self.finished = self.finished or end
         if self._mode == "stream":
             return self._stream(msg.body, end)
-        if self._mode == "error":
-            assert self._translator is not None
-            return mutations.response_body(self._translator.error_body(self.status, msg.body))
         self.answer = read_json(self.upstream, msg.body)
         self.usage = self.answer.usage if self.answer else None
         if self.answer is None and self.recover:

@@ -133,8 +133,12 @@ def test_draft_rate_limit_is_answered_by_the_strong_model(stack, aclient):
     assert raw.parse().content[0].text.startswith("Simulated reply from claude-sonnet-5")
 
 
-def test_draft_client_error_is_translated_to_the_clients_format(stack, aclient):
-    stack.sims["draft_anthropic"].fail_next(400)
-    with pytest.raises(anthropic.BadRequestError) as err:
-        aclient.messages.create(model="claude-sonnet-5", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
-    assert err.value.body["type"] == "error" and err.value.body["error"]["type"] == "invalid_request_error"
+@pytest.mark.parametrize("status", [400, 401, 403, 404])
+def test_a_draft_client_error_is_answered_by_the_strong_model(stack, aclient, status):
+    """The draft refusing a request (its key revoked, its context window smaller) is not the
+    client's error: the strong model, whose credentials the client sent, answers."""
+    stack.sims["draft_anthropic"].fail_next(status)
+    raw = aclient.messages.with_raw_response.create(
+        model="claude-sonnet-5", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+    assert raw.headers["x-cascade-path"] == "fallback"
+    assert raw.parse().content[0].text.startswith("Simulated reply from claude-sonnet-5")
