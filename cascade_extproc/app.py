@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 
 import aiohttp
 import grpc
@@ -22,6 +24,31 @@ from cascade_extproc.reload import ConfigWatcher
 
 log = logging.getLogger("cascade_extproc")
 EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+
+
+SOCKET_MODE = 0o660
+
+
+def listening_socket(addr: Addr) -> socket.socket:
+    """A TCP socket bound to `addr`. `[::]` listens on both IPv6 and IPv4 (the kubelet probes the
+    pod's address, which is IPv6 on IPv6-only clusters), or on IPv4 alone where the node has no
+    IPv6."""
+    if addr.host == "::":
+        try:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        except OSError:
+            log.warning("no IPv6 here: the admin server listens on IPv4 only")
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            addr = Addr("0.0.0.0", addr.port)
+    else:
+        family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((addr.host, addr.port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
 
 
 class App:
@@ -65,13 +92,17 @@ class App:
         grpc_addr = Addr.parse(cfg.listen.grpc)
         self.grpc_port = self._grpc.add_insecure_port(str(grpc_addr))
         await self._grpc.start()
+        if grpc_addr.is_unix:
+            # Envoy and this server only: in Kubernetes the socket's volume is mounted into those
+            # two containers, never into the app's (docs/kubernetes.md).
+            os.chmod(grpc_addr.path, SOCKET_MODE)
         self._admin = web.AppRunner(admin.build(self.metrics, lambda: self._ready,
                                                 dashboard_data=self.ledger.dashboard), access_log=None)
         await self._admin.setup()
         admin_addr = Addr.parse(cfg.listen.admin)
-        site = web.TCPSite(self._admin, admin_addr.host, admin_addr.port)
-        await site.start()
-        self.admin_port = site._server.sockets[0].getsockname()[1]  # the real port when 0 was asked
+        sock = listening_socket(admin_addr)
+        await web.SockSite(self._admin, sock).start()
+        self.admin_port = sock.getsockname()[1]  # the real port when 0 was asked
         if self.config_path:
             watcher = ConfigWatcher(self.config_path, self.apply, self.metrics, cfg.reload_interval_s)
             self._watcher = asyncio.get_running_loop().create_task(watcher.run())

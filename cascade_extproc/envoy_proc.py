@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,25 @@ def envoy_binary() -> str:
     return found
 
 
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
 class EnvoyProcess:
     def __init__(self, bootstrap: dict[str, Any], log_level: str = "warning"):
         self._dir = Path(tempfile.mkdtemp(prefix="cascade-envoy-"))
         self.config_path = self._dir / "envoy.json"
         self.config_path.write_text(json.dumps(bootstrap, indent=1))
         self._admin_path = self._dir / "admin-address"
+        pipe = bootstrap.get("admin", {}).get("address", {}).get("pipe")
+        self._admin_pipe: str | None = pipe["path"] if pipe else None
         self.log_level = log_level
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -38,6 +52,20 @@ class EnvoyProcess:
             "--admin-address-path", str(self._admin_path),
         ])
 
+    def admin_get(self, path: str, timeout_s: float = 5.0) -> tuple[int, str]:
+        """GET `path` from Envoy's admin interface (a Unix socket, or the TCP port it picked)."""
+        if self._admin_pipe:
+            conn: http.client.HTTPConnection = _UnixHTTPConnection(self._admin_pipe, timeout_s)
+        else:
+            host, _, port = self._admin_path.read_text().strip().rpartition(":")
+            conn = http.client.HTTPConnection(host, int(port), timeout=timeout_s)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode("utf-8", "replace")
+        finally:
+            conn.close()
+
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -45,10 +73,8 @@ class EnvoyProcess:
                 raise RuntimeError(f"envoy exited with {self.proc.returncode}")
             if self._admin_path.exists() and self._admin_path.read_text().strip():
                 try:
-                    url = f"http://{self._admin_path.read_text().strip()}/ready"
-                    with urllib.request.urlopen(url, timeout=1) as r:
-                        if r.status == 200:
-                            return
+                    if self.admin_get("/ready", 1)[0] == 200:
+                        return
                 except OSError:
                     pass
             time.sleep(0.05)

@@ -22,11 +22,9 @@ CLIENT_CREDENTIALS = ("x-api-key", "authorization", "openai-organization", "open
 DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 
 # Dynamic metadata the server sets on a skipped request: ROUTE_KEY selects the draft route (a
-# client cannot set metadata, so cannot pick the draft); the draft key rides in its own
-# namespace, and the route puts it in the draft's auth header.
+# client cannot set metadata, so cannot pick the draft). The draft key is not in it: Envoy reads
+# the key itself (envoy_config.draft_key_secret).
 ROUTE_KEY = "route"
-CREDENTIAL_NAMESPACE = "cascade.draft"
-CREDENTIAL_KEY = "key"
 
 # Envoy sends the server no request-headers message (a round trip fewer on every call): the
 # request headers the server reads arrive as request_attributes with the body.

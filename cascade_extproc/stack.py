@@ -59,8 +59,10 @@ async def up(cfg: Config, *, listen: str, admin: str | None, force_sim: bool) ->
     envoy = None
     try:
         await app.start()
+        # Envoy's admin on a Unix socket: nothing on the machine's TCP ports can stop or
+        # reconfigure it.
         boot = envoy_config.build(cfg, listen=listen_addr, grpc=Addr.parse(cfg.listen.grpc),
-                                  admin=Addr("127.0.0.1", 0))
+                                  admin=Addr.parse(f"unix:{sock_dir}/envoy-admin.sock"))
         envoy = EnvoyProcess(boot)
         envoy.start()
         await envoy.wait_ready_async()

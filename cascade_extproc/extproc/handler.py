@@ -131,7 +131,7 @@ class Exchange:
             return
         if decision.route is Route.SKIPPED:
             try:
-                resp = self._skip(req, draft_key, decision.rule)
+                resp = self._skip(req, decision.rule)
             except Exception:
                 log.exception("skipped-path rewrite failed")
                 yield self._fallback(req, decision.rule, "internal-error")
@@ -163,7 +163,7 @@ class Exchange:
         self.response = ResponseSide(req.api, drop_usage_chunk=ask_usage) if self.rt.cfg.metering else None
         return mutations.continue_body(path, None if body is req.raw else body)
 
-    def _skip(self, req: Request, draft_key: str, rule: str) -> ep.ProcessingResponse:
+    def _skip(self, req: Request, rule: str) -> ep.ProcessingResponse:
         draft = self.rt.cfg.providers.for_api(req.api).draft
         draft_api = draft.api(req.api)
         body = cascade.draft_body(req, draft_api, draft.model, stream=req.stream)
@@ -174,8 +174,9 @@ class Exchange:
         plan = ResponsePlan(req.api, draft_api, tag, req.wants_usage_chunk, int(time.time()))
         self.response = ResponseSide(draft_api, plan, drop_usage_chunk=ask_usage, recover=True, client=req.api)
         self._start(req.api, Path.SKIPPED, rule, req.model, served=draft.model)
-        # The draft route rewrites the path and swaps the client's credentials for the draft key.
-        return mutations.reroute_body(body, f"draft-{req.api}", draft_key)
+        # The draft route rewrites the path and removes the client's credentials; the draft
+        # cluster sets the draft key.
+        return mutations.reroute_body(body, f"draft-{req.api}")
 
     async def _cascade(self, req: Request, draft_key: str, rule: str) -> ep.ProcessingResponse:
         cfg = self.rt.cfg

@@ -5,8 +5,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from cascade_extproc._proto import core_pb2, external_processor_pb2 as ep, http_status_pb2
 from cascade_extproc._proto import processing_mode_pb2
-from cascade_extproc.headers import (CREDENTIAL_KEY, CREDENTIAL_NAMESPACE, METADATA_NAMESPACE, PATH_HEADER,
-                                     ROUTE_KEY)
+from cascade_extproc.headers import METADATA_NAMESPACE, PATH_HEADER, ROUTE_KEY
 from cascade_extproc.types import Path
 
 Mode = processing_mode_pb2.ProcessingMode
@@ -38,17 +37,16 @@ def continue_body(path: Path, body: bytes | None = None) -> ep.ProcessingRespons
     return _with_path(ep.ProcessingResponse(request_body=ep.BodyResponse(response=common)), path)
 
 
-def reroute_body(body: bytes, route: str, credential: str) -> ep.ProcessingResponse:
+def reroute_body(body: bytes, route: str) -> ep.ProcessingResponse:
     """Replace the body and make Envoy pick the route again, the draft `route` (the skipped
-    path), which sends `credential` to the draft provider. Envoy applies no header edits of
-    ours here (it sent no headers message), so the route makes them."""
+    path). Envoy applies no header edits of ours here (it sent no headers message), so the route
+    makes them, and the draft cluster sets the draft key: it never crosses this stream."""
     common = ep.CommonResponse(clear_route_cache=True)
     common.body_mutation.body = body
     # Present, empty: Envoy clears the route cache only for a response that has header edits.
     common.header_mutation.SetInParent()
     resp = _with_path(ep.ProcessingResponse(request_body=ep.BodyResponse(response=common)), Path.SKIPPED)
     resp.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.update({ROUTE_KEY: route})
-    resp.dynamic_metadata.update({CREDENTIAL_NAMESPACE: {CREDENTIAL_KEY: credential}})
     return resp
 
 

@@ -29,6 +29,7 @@ from cascade_extproc.sim import SimProvider
 DRAFT_KEY = "draft-secret-key-0123"
 CLIENT_KEY = "client-secret-key-4567"
 DRAFT_MODELS = {"anthropic": "sim-draft-claude", "openai": "sim-draft-gpt"}
+SOCKETS_DIR, ENVOY_ADMIN_DIR, SECRETS_DIR = "sidecar-sockets", "envoy-admin", "secrets"
 
 
 def key_of(headers: dict[str, str]) -> str:
@@ -60,9 +61,11 @@ class LoopThread:
 
 class Stack:
     def __init__(self, tmp: Path, extra_config: dict | None = None, draft_formats: dict | None = None,
-                 draft_base_path: str = ""):
+                 draft_base_path: str = "", pod_layout: bool = False):
         """`draft_formats` maps a client API to the API its draft provider speaks (default: same);
-        `draft_base_path`: the draft providers serve under this path prefix."""
+        `draft_base_path`: the draft providers serve under this path prefix. `pod_layout`: as in
+        Kubernetes, the server on a Unix socket in SOCKETS_DIR, Envoy's admin socket in
+        ENVOY_ADMIN_DIR and the draft key in SECRETS_DIR (volumes the app never mounts)."""
         self.tmp = tmp
         self.loop = LoopThread()
         formats = {"anthropic": "anthropic", "openai": "openai", **(draft_formats or {})}
@@ -73,15 +76,20 @@ class Stack:
         for sim in self.sims.values():
             self.loop.run(sim.start("127.0.0.1", 0))
         self.grpc_port, self.admin_port, self.port = free_port(), free_port(), free_port()
-        key_file = tmp / "draft-key"
-        key_file.write_text(DRAFT_KEY + "\n")
+        self.private_dirs = [tmp / d for d in (SOCKETS_DIR, ENVOY_ADMIN_DIR, SECRETS_DIR)] if pod_layout else []
+        for d in self.private_dirs:
+            d.mkdir(mode=0o750)
+        self.key_file = (tmp / SECRETS_DIR if pod_layout else tmp) / "draft-key"
+        self.key_file.write_text(DRAFT_KEY + "\n")
+        grpc = f"unix:{tmp / SOCKETS_DIR}/extproc.sock" if pod_layout else f"127.0.0.1:{self.grpc_port}"
+        admin_socket = tmp / ENVOY_ADMIN_DIR if pod_layout else tmp
         data = {
             "log_level": "info",
-            "listen": {"grpc": f"127.0.0.1:{self.grpc_port}", "admin": f"127.0.0.1:{self.admin_port}"},
+            "listen": {"grpc": grpc, "admin": f"127.0.0.1:{self.admin_port}"},
             "providers": {api: {
                 "strong": {"base_url": self.sims[f"strong_{api}"].url},
                 "draft": {"base_url": self.sims[f"draft_{api}"].url, "model": DRAFT_MODELS[api],
-                          "format": formats[api], "api_key_file": str(key_file), "api_key_env": ""},
+                          "format": formats[api], "api_key_file": str(self.key_file), "api_key_env": ""},
             } for api in ("anthropic", "openai")},
             **(extra_config or {}),
         }
@@ -91,8 +99,8 @@ class Stack:
         self.server_log = tmp / "server.log"
         self.server: subprocess.Popen | None = None
         self.start_server()
-        boot = envoy_config.build(self.cfg, listen=Addr("127.0.0.1", self.port),
-                                  grpc=Addr("127.0.0.1", self.grpc_port), admin=Addr("127.0.0.1", 0))
+        boot = envoy_config.build(self.cfg, listen=Addr("127.0.0.1", self.port), grpc=Addr.parse(grpc),
+                                  admin=Addr.parse(f"unix:{admin_socket}/envoy-admin.sock"))
         self.envoy = EnvoyProcess(boot, log_level=os.environ.get("STACK_ENVOY_LOG", "warning"))
         self.envoy.start()
         self.envoy.wait_ready()

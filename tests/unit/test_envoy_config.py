@@ -1,4 +1,5 @@
 """The committed Envoy bootstrap is current, and real Envoy accepts what we generate."""
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -26,8 +27,11 @@ def test_committed_envoy_yaml_is_current(capsys):
 
 
 def test_envoy_validates_the_committed_bootstrap():
+    # Envoy reads the draft key from the variable the config names (it may be empty: then no
+    # turn is skipped), and refuses to start without the variable.
+    env = {**os.environ, "CASCADE_DRAFT_API_KEY": ""}
     out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(ROOT / "envoy" / "envoy.yaml")],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -36,7 +40,9 @@ def test_llm_traffic_limits_are_set():
     boot = envoy_config.build(cfg, listen=Addr("127.0.0.1", 1), grpc=Addr("127.0.0.1", 2),
                               admin=Addr("127.0.0.1", 3))
     listener = boot["static_resources"]["listeners"][0]
-    assert listener["per_connection_buffer_limit_bytes"] == cfg.limits.max_body_bytes  # no 413 at 1 MiB
+    # Large buffers for model calls only (no 413 at 1 MiB); everything else keeps Envoy's 1 MiB,
+    # so a slow reader of a download cannot make Envoy hold 64 MiB per connection.
+    assert listener["per_connection_buffer_limit_bytes"] == 1024 * 1024
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     ext = hcm["http_filters"][0]["typed_config"]
     assert ext["failure_mode_allow"] is True
@@ -46,6 +52,9 @@ def test_llm_traffic_limits_are_set():
     assert wait > cfg.cascade.draft_timeout_s + cfg.cascade.verify_timeout_s
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
     assert all(float(r["route"]["timeout"].rstrip("s")) >= 600 for r in routes)  # not 15 s
+    for r in routes:
+        model_call = r["name"].startswith(("model-", "draft-"))
+        assert r.get("request_body_buffer_limit") == (cfg.limits.max_body_bytes if model_call else None), r["name"]
     # https upstreams get TLS with SNI; the draft route needs the server's metadata.
     clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
     assert clusters["strong_anthropic"]["transport_socket"]["typed_config"]["sni"] == "api.anthropic.com"
@@ -60,13 +69,12 @@ def build_from(tmp_path, data, **kw):
     return boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
 
 
-def test_draft_routes_rewrite_the_path_and_swap_credentials(tmp_path):
+def test_draft_routes_rewrite_the_path_and_drop_client_credentials(tmp_path):
     hcm = build_from(tmp_path, {"providers": {
         "anthropic": {"draft": {"base_url": "https://api.deepseek.com/anthropic", "format": "anthropic"}},
         "openai": {"draft": {"base_url": "https://api.deepseek.com/v1", "format": "openai"}}}})
     routes = {r["name"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"]}
-    for api, path, auth in (("anthropic", "/anthropic/v1/messages", ("x-api-key", "%DYNAMIC_METADATA(cascade.draft:key)%")),
-                            ("openai", "/v1/chat/completions", ("authorization", "Bearer %DYNAMIC_METADATA(cascade.draft:key)%"))):
+    for api, path in (("anthropic", "/anthropic/v1/messages"), ("openai", "/v1/chat/completions")):
         r = routes[f"draft-{api}"]
         (match,) = r["match"]["dynamic_metadata"]  # only the server can select it; no client header can
         assert match == {"filter": "cascade", "path": [{"key": "route"}],
@@ -74,11 +82,74 @@ def test_draft_routes_rewrite_the_path_and_swap_credentials(tmp_path):
         assert r["route"]["regex_rewrite"] == {"pattern": {"regex": "^.*$"}, "substitution": path}
         assert r["route"]["host_rewrite_literal"] == "api.deepseek.com"
         assert set(r["request_headers_to_remove"]) == set(CLIENT_CREDENTIALS)
-        added = {h["header"]["key"]: h["header"]["value"] for h in r["request_headers_to_add"]}
-        assert added[auth[0]] == auth[1]
-    # The draft key is accepted from the server, and sent back to no one.
+        added = {h["header"]["key"] for h in r.get("request_headers_to_add", [])}
+        assert not added & {"x-api-key", "authorization"}  # the draft cluster sets the key
+    # The server's metadata names a route, never a key.
     ext = hcm["http_filters"][0]["typed_config"]
-    assert ext["metadata_options"] == {"receiving_namespaces": {"untyped": ["cascade", "cascade.draft"]}}
+    assert ext["metadata_options"] == {"receiving_namespaces": {"untyped": ["cascade"]}}
+
+
+def boot_from(tmp_path, data, **kw):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return envoy_config.build(config.load(path), listen=Addr("127.0.0.1", 1), grpc=Addr("127.0.0.1", 2),
+                              admin=Addr("127.0.0.1", 3), **kw)
+
+
+def test_envoy_sets_the_draft_key_itself_on_the_draft_clusters_only(tmp_path):
+    boot = boot_from(tmp_path, {"providers": {
+        "anthropic": {"draft": {"format": "anthropic", "api_key_file": "/var/run/secrets/cascade/draft-key"}},
+        "openai": {"draft": {"format": "openai", "api_key_file": "", "api_key_env": "MY_DRAFT_KEY"}}}})
+    secrets = {s["name"]: s["generic_secret"]["secret"] for s in boot["static_resources"]["secrets"]}
+    assert secrets == {"draft_key_anthropic": {"filename": "/var/run/secrets/cascade/draft-key"},
+                       "draft_key_openai": {"environment_variable": "MY_DRAFT_KEY"}}
+    clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
+    for api, header in (("anthropic", {"header": "x-api-key"}),
+                        ("openai", {"header": "authorization", "header_value_prefix": "Bearer "})):
+        filters = clusters[f"draft_{api}"]["typed_extension_protocol_options"][
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"]
+        assert [f["name"] for f in filters] == ["envoy.filters.http.credential_injector",
+                                                "envoy.filters.http.upstream_codec"]
+        injector = filters[0]["typed_config"]
+        assert injector["overwrite"] is True
+        generic = injector["credential"]["typed_config"]
+        assert generic == {"@type": generic["@type"], "credential": {"name": f"draft_key_{api}"}, **header}
+    for name in ("strong_anthropic", "strong_openai", "extproc"):
+        assert "http_filters" not in str(clusters[name])  # nothing else ever gets the key
+
+
+def test_no_key_configured_means_no_injector(tmp_path):
+    boot = boot_from(tmp_path, {"providers": {api: {"draft": {"api_key_env": "", "api_key_file": ""}}
+                                              for api in ("anthropic", "openai")}})
+    assert boot["static_resources"]["secrets"] == []
+    assert not any("typed_extension_protocol_options" in c for c in boot["static_resources"]["clusters"]
+                   if c["name"].startswith("draft_"))
+
+
+def test_every_tls_upstream_checks_the_certificate_name_and_dns_is_calm(tmp_path):
+    boot = boot_from(tmp_path, {"providers": {"openai": {"strong": {"base_url": "https://10.0.0.7:8443/v1"}}}})
+    upstreams = [c for c in boot["static_resources"]["clusters"] if c["name"].startswith(("strong_", "draft_"))]
+    assert len(upstreams) == 4
+    for c in upstreams:
+        tls = c["transport_socket"]["typed_config"]
+        host = tls["sni"]
+        san = tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"]
+        assert san == [{"san_type": "IP_ADDRESS" if host == "10.0.0.7" else "DNS", "matcher": {"exact": host}}]
+        # ~4 lookups per 30 s per pod instead of ~140: a minute's refresh, the TTL respected, and
+        # never the pod's search domains (ndots:5).
+        dns = c["cluster_type"]["typed_config"]
+        assert dns["dns_refresh_rate"] == "60s" and dns["respect_dns_ttl"] is True
+        assert dns["typed_dns_resolver_config"]["typed_config"]["dns_resolver_options"] == {"no_default_search_domain": True}
+        assert "per_connection_buffer_limit_bytes" not in c
+
+
+def test_envoy_sheds_load_before_its_memory_limit(tmp_path):
+    om = boot_from(tmp_path, {})["overload_manager"]
+    (monitor,) = om["resource_monitors"]
+    assert monitor["name"] == "envoy.resource_monitors.fixed_heap"
+    assert monitor["typed_config"]["max_heap_size_bytes"] < 1024 ** 3  # under the pod's 1 GiB limit
+    actions = {a["name"] for a in om["actions"]}
+    assert {"envoy.overload_actions.reset_high_memory_stream", "envoy.overload_actions.stop_accepting_requests"} <= actions
 
 
 def test_filters_and_what_each_sends(tmp_path):
@@ -113,26 +184,35 @@ def test_base_url_paths_become_rewrites(tmp_path):
     assert routes["strong-anthropic"]["route"]["host_rewrite_literal"] == "llm-proxy.internal:8080"
 
 
-def test_health_listener_exposes_only_ready(tmp_path):
+def test_health_listener_is_dual_stack_and_exposes_only_ready_and_prometheus_stats(tmp_path, monkeypatch):
     import urllib.error
     import urllib.request
 
     from cascade_extproc.envoy_proc import EnvoyProcess
 
+    monkeypatch.setenv("CASCADE_DRAFT_API_KEY", "")
+    port = free_port()
     boot = envoy_config.build(config.load(), listen=Addr("127.0.0.1", free_port()), grpc=Addr("127.0.0.1", free_port()),
-                              admin=Addr("127.0.0.1", free_port()), health=Addr("127.0.0.1", free_port()))
-    health = boot["static_resources"]["listeners"][1]["address"]["socket_address"]["port_value"]
+                              admin=Addr.parse(f"unix:{tmp_path}/admin.sock"), health=Addr.parse(f"[::]:{port}"))
+    assert boot["admin"]["address"] == {"pipe": {"path": f"{tmp_path}/admin.sock", "mode": 0o600}}
     envoy = EnvoyProcess(boot)
     envoy.start()
     try:
         envoy.wait_ready()
-        with urllib.request.urlopen(f"http://127.0.0.1:{health}/ready", timeout=5) as r:
-            assert r.status == 200 and r.read().strip() == b"LIVE"
-        for path in ("/stats", "/quitquitquit", "/config_dump"):
+        for host in ("127.0.0.1", "[::1]"):  # probes come to the pod's IPv4 or IPv6 address
+            with urllib.request.urlopen(f"http://{host}:{port}/ready", timeout=5) as r:
+                assert r.status == 200 and r.read().strip() == b"LIVE"
+            with urllib.request.urlopen(f"http://{host}:{port}/stats/prometheus", timeout=5) as r:
+                assert r.status == 200 and b"envoy_server_live" in r.read()
+        for method, path in (("GET", "/stats"), ("POST", "/quitquitquit"), ("GET", "/config_dump"),
+                             ("POST", "/runtime_modify?x=1"), ("POST", "/logging?level=trace"),
+                             ("POST", "/stats/prometheus")):
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{health}{path}", timeout=5)
-                raise AssertionError(f"{path} reachable")
+                urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method),
+                                       timeout=5)
+                raise AssertionError(f"{method} {path} reachable")
             except urllib.error.HTTPError as e:
                 assert e.code == 404
+        assert envoy.proc.poll() is None
     finally:
         envoy.stop()
