@@ -349,6 +349,49 @@ def test_metrics_service(path):
             assert port["targetPort"] == "metrics" and ann["prometheus.io/path"] == "/metrics"
 
 
+# kube-prometheus-stack's Prometheus selects PodMonitors labelled with its Helm release name
+# (podMonitorSelector: {matchLabels: {release: <release>}}); the chart's usual release name.
+PROMETHEUS_RELEASE = {"release": "kube-prometheus-stack"}
+
+
+@pytest.mark.parametrize("path", OVERLAYS, ids=_id)
+def test_one_way_to_scrape(path):
+    """With the PodMonitor the Service carries no prometheus.io/* annotations (a Prometheus that
+    also discovers by annotation would scrape every pod twice); without it, they stay."""
+    objs = built(path)
+    services = [o for o in objs if o["kind"] == "Service"]
+    monitors = [o for o in objs if o["kind"] == "PodMonitor"]
+    assert services
+    scrape_annotations = {svc["metadata"]["name"]: sorted(
+        k for k in svc["metadata"].get("annotations", {}) if k.startswith("prometheus.io/"))
+        for svc in services}
+    if uses(path, "podmonitor"):
+        assert len(monitors) == 1
+        labels = monitors[0]["metadata"].get("labels", {})
+        assert PROMETHEUS_RELEASE.items() <= labels.items(), f"kube-prometheus-stack selects by {PROMETHEUS_RELEASE}"
+        assert not any(scrape_annotations.values()), scrape_annotations
+    else:
+        assert not monitors
+        assert all(scrape_annotations.values()), scrape_annotations
+
+
+def test_the_podmonitor_overlay_is_the_default_one_scraped_another_way():
+    """overlays/with-podmonitor is overlays/default plus the PodMonitor, less the Service's
+    prometheus.io/* annotations: the patch that removes them removes nothing else."""
+    def unannotated(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for o in objs:
+            ann = o["metadata"].get("annotations", {})
+            for k in [k for k in ann if o["kind"] == "Service" and k.startswith("prometheus.io/")]:
+                del ann[k]
+            if "annotations" in o["metadata"] and not ann:
+                del o["metadata"]["annotations"]
+        return objs
+
+    default = built(K8S / "overlays" / "default")
+    with_podmonitor = built(K8S / "overlays" / "with-podmonitor")
+    assert unannotated([o for o in with_podmonitor if o["kind"] != "PodMonitor"]) == unannotated(default)
+
+
 @pytest.mark.parametrize("path", KUSTOMIZATIONS, ids=_id)
 def test_images_are_pinned(path):
     for _, _, spec in pod_specs(built(path)):
