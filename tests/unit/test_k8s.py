@@ -338,15 +338,29 @@ def test_metrics_service(path):
     objs = built(path)
     services = [o for o in objs if o["kind"] == "Service"]
     assert services
-    labels = [meta.get("labels", {}) for _, meta, _ in pod_specs(objs)]
+    pods = [(meta.get("labels", {}), spec) for _, meta, spec in pod_specs(objs)]
     for svc in services:
+        name = svc["metadata"]["name"]
         assert svc["spec"].get("type", "ClusterIP") == "ClusterIP"
-        assert any(svc["spec"]["selector"].items() <= lb.items() for lb in labels), "selects the pods"
+        selected = [spec for labels, spec in pods if svc["spec"]["selector"].items() <= labels.items()]
+        assert selected, f"{name} selects no pod"
+        for p in svc["spec"]["ports"]:
+            # A port NAME declared only on an init container (a native sidecar) is left out of
+            # the EndpointSlice on Kubernetes 1.29-1.32 (kubernetes/kubernetes#127958, fixed in
+            # 1.33): the Service would have no endpoint port there.
+            if isinstance(p["targetPort"], str):
+                for spec in selected:
+                    assert any(q.get("name") == p["targetPort"] for c in spec["containers"] for q in c.get("ports", [])), \
+                        f"{name}: targetPort {p['targetPort']!r} is not a port of a regular container"
+        port = next(p for p in svc["spec"]["ports"] if p["name"] == "metrics")
+        assert port["port"] == 9464
+        # The number of the cascade-extproc sidecar's `metrics` port, not its name (above).
+        assert type(port["targetPort"]) is int, f"{name}: targetPort must be numeric"
+        for spec in selected:
+            assert port["targetPort"] == named_port(sidecar(spec, "cascade-extproc")[1], "metrics")
         ann = svc["metadata"].get("annotations", {})
         if ann.get("prometheus.io/scrape") == "true":
-            port = next(p for p in svc["spec"]["ports"] if p["name"] == "metrics")
-            assert port["port"] == int(ann["prometheus.io/port"]) == 9464
-            assert port["targetPort"] == "metrics" and ann["prometheus.io/path"] == "/metrics"
+            assert port["port"] == int(ann["prometheus.io/port"]) and ann["prometheus.io/path"] == "/metrics"
 
 
 # kube-prometheus-stack's Prometheus selects PodMonitors labelled with its Helm release name
