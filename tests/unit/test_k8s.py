@@ -338,15 +338,72 @@ def test_metrics_service(path):
     objs = built(path)
     services = [o for o in objs if o["kind"] == "Service"]
     assert services
-    labels = [meta.get("labels", {}) for _, meta, _ in pod_specs(objs)]
+    pods = [(meta.get("labels", {}), spec) for _, meta, spec in pod_specs(objs)]
     for svc in services:
+        name = svc["metadata"]["name"]
         assert svc["spec"].get("type", "ClusterIP") == "ClusterIP"
-        assert any(svc["spec"]["selector"].items() <= lb.items() for lb in labels), "selects the pods"
+        selected = [spec for labels, spec in pods if svc["spec"]["selector"].items() <= labels.items()]
+        assert selected, f"{name} selects no pod"
+        for p in svc["spec"]["ports"]:
+            # A port NAME declared only on an init container (a native sidecar) is left out of
+            # the EndpointSlice on Kubernetes 1.29-1.32 (kubernetes/kubernetes#127958, fixed in
+            # 1.33): the Service would have no endpoint port there.
+            if isinstance(p["targetPort"], str):
+                for spec in selected:
+                    assert any(q.get("name") == p["targetPort"] for c in spec["containers"] for q in c.get("ports", [])), \
+                        f"{name}: targetPort {p['targetPort']!r} is not a port of a regular container"
+        port = next(p for p in svc["spec"]["ports"] if p["name"] == "metrics")
+        assert port["port"] == 9464
+        # The number of the cascade-extproc sidecar's `metrics` port, not its name (above).
+        assert type(port["targetPort"]) is int, f"{name}: targetPort must be numeric"
+        for spec in selected:
+            assert port["targetPort"] == named_port(sidecar(spec, "cascade-extproc")[1], "metrics")
         ann = svc["metadata"].get("annotations", {})
         if ann.get("prometheus.io/scrape") == "true":
-            port = next(p for p in svc["spec"]["ports"] if p["name"] == "metrics")
-            assert port["port"] == int(ann["prometheus.io/port"]) == 9464
-            assert port["targetPort"] == "metrics" and ann["prometheus.io/path"] == "/metrics"
+            assert port["port"] == int(ann["prometheus.io/port"]) and ann["prometheus.io/path"] == "/metrics"
+
+
+# kube-prometheus-stack's Prometheus selects PodMonitors labelled with its Helm release name
+# (podMonitorSelector: {matchLabels: {release: <release>}}); the chart's usual release name.
+PROMETHEUS_RELEASE = {"release": "kube-prometheus-stack"}
+
+
+@pytest.mark.parametrize("path", OVERLAYS, ids=_id)
+def test_one_way_to_scrape(path):
+    """With the PodMonitor the Service carries no prometheus.io/* annotations (a Prometheus that
+    also discovers by annotation would scrape every pod twice); without it, they stay."""
+    objs = built(path)
+    services = [o for o in objs if o["kind"] == "Service"]
+    monitors = [o for o in objs if o["kind"] == "PodMonitor"]
+    assert services
+    scrape_annotations = {svc["metadata"]["name"]: sorted(
+        k for k in svc["metadata"].get("annotations", {}) if k.startswith("prometheus.io/"))
+        for svc in services}
+    if uses(path, "podmonitor"):
+        assert len(monitors) == 1
+        labels = monitors[0]["metadata"].get("labels", {})
+        assert PROMETHEUS_RELEASE.items() <= labels.items(), f"kube-prometheus-stack selects by {PROMETHEUS_RELEASE}"
+        assert not any(scrape_annotations.values()), scrape_annotations
+    else:
+        assert not monitors
+        assert all(scrape_annotations.values()), scrape_annotations
+
+
+def test_the_podmonitor_overlay_is_the_default_one_scraped_another_way():
+    """overlays/with-podmonitor is overlays/default plus the PodMonitor, less the Service's
+    prometheus.io/* annotations: the patch that removes them removes nothing else."""
+    def unannotated(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for o in objs:
+            ann = o["metadata"].get("annotations", {})
+            for k in [k for k in ann if o["kind"] == "Service" and k.startswith("prometheus.io/")]:
+                del ann[k]
+            if "annotations" in o["metadata"] and not ann:
+                del o["metadata"]["annotations"]
+        return objs
+
+    default = built(K8S / "overlays" / "default")
+    with_podmonitor = built(K8S / "overlays" / "with-podmonitor")
+    assert unannotated([o for o in with_podmonitor if o["kind"] != "PodMonitor"]) == unannotated(default)
 
 
 @pytest.mark.parametrize("path", KUSTOMIZATIONS, ids=_id)
