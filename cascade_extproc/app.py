@@ -104,7 +104,8 @@ class App:
         await web.SockSite(self._admin, sock).start()
         self.admin_port = sock.getsockname()[1]  # the real port when 0 was asked
         if self.config_path:
-            watcher = ConfigWatcher(self.config_path, self.apply, self.metrics, cfg.reload_interval_s)
+            watcher = ConfigWatcher(self.config_path, self.apply, self.metrics, cfg.reload_interval_s,
+                                    current=lambda: self.cfg)
             self._watcher = asyncio.get_running_loop().create_task(watcher.run())
         self._ready = True
         log.info("ext_proc gRPC on %s, admin on http://%s:%d",
@@ -112,9 +113,7 @@ class App:
                  admin_addr.host, self.admin_port)
 
     def apply(self, cfg: Config) -> None:
-        """Use `cfg` for every request from now on (listen addresses need a restart)."""
-        if cfg.listen != self.cfg.listen:
-            log.warning("listen addresses changed in the config: they take effect on restart")
+        """Use `cfg` for every request from now on (the watcher refuses what needs a restart)."""
         assert self._session is not None
         self._runtime = runtime_from(cfg, self._session)
         self.cfg = cfg

@@ -6,6 +6,7 @@ TransparentConfig it adds the listener for iptables-captured TCP 443 (docs/trans
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
@@ -560,3 +561,33 @@ def build(cfg: Config, *, listen: Addr, grpc: Addr, admin: Addr, health: Addr | 
         "static_resources": {"listeners": listeners, "clusters": clusters, "secrets": secrets},
         "overload_manager": _overload_manager(ENVOY_MAX_HEAP),
     }
+
+
+def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A config as dotted key -> value (lists and mappings are values)."""
+    if dataclasses.is_dataclass(value):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(value):
+            out.update(_leaves(getattr(value, f.name), f"{prefix}{f.name}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def _with(cfg: Config, key: str, value: Any) -> Config:
+    head, _, rest = key.partition(".")
+    inner = getattr(cfg, head)
+    return dataclasses.replace(cfg, **{head: _with(inner, rest, value) if rest else value})
+
+
+def keys_needing_restart(old: Config, new: Config) -> list[str]:
+    """The changed keys a hot reload cannot apply: those the server binds (listen.*) and those
+    baked into Envoy's bootstrap (providers' URLs, formats and keys, the timeouts Envoy enforces,
+    the body limit). Found by building the bootstrap with each change alone, so the answer cannot
+    drift from what build() reads."""
+    def boot(cfg: Config) -> dict[str, Any]:
+        return build(cfg, listen=Addr("127.0.0.1", 1), grpc=Addr.parse(cfg.listen.grpc), admin=Addr("127.0.0.1", 2))
+
+    before, after = _leaves(old), _leaves(new)
+    changed = [k for k in after if after[k] != before.get(k)]
+    reference = boot(old)
+    return [k for k in changed if k.startswith("listen.") or boot(_with(old, k, after[k])) != reference]

@@ -42,7 +42,7 @@ class Metrics:
             "cascade_extproc_messages", "Messages Envoy sent the ext_proc server, by kind (each one a round "
             "trip Envoy waits for).", ["kind"], registry=r)
         self.config_reloads = Counter(
-            "cascade_config_reloads", "Config reloads, by result (ok, error).", ["result"], registry=r)
+            "cascade_config_reloads", "Config reloads, by result (ok, error, needs_restart).", ["result"], registry=r)
         self.shadow_decisions = Counter(
             "cascade_shadow_decisions", "Shadow mode: what the router would have done, by route and rule.",
             ["route", "rule"], registry=r)

@@ -87,6 +87,31 @@ def test_configmap_swap_reloads_and_bad_config_keeps_the_last_good(tmp_path, mon
     asyncio.run(scenario())
 
 
+def test_a_change_envoy_cannot_take_is_refused(tmp_path, monkeypatch):
+    """The draft's base URL is in Envoy's bootstrap: applied by the server alone, skipped requests
+    would go to the old provider while cascades go to the new one. Refused, counted, and the
+    rest of that file (the new rules) is not applied either: the running config stays whole."""
+    monkeypatch.setenv("CASCADE_DRAFT_API_KEY", "k-draft-for-reload-test")
+    mount = tmp_path / "config"
+    mount.mkdir()
+    kubelet_write(mount, 1, {**BASE, "router": {"rules": SKIP_ALL}})
+    path = mount / "config.yaml"
+    moved = {"providers": {"anthropic": {"draft": {"base_url": "https://elsewhere.example/anthropic"}}}}
+
+    async def scenario():
+        app = App(config.load(path), config_path=str(path))
+        await app.start()
+        try:
+            kubelet_write(mount, 2, {**BASE, **moved, "router": {"rules": DIRECT_ALL}})
+            assert await wait_for(lambda: _count(app, "needs_restart", 1)), "the change was not refused"
+            assert await decide(app) == "skipped" and reloads(app, "ok") == 0
+            assert app.cfg.providers.anthropic.draft.base_url == "https://api.deepseek.com/anthropic"
+        finally:
+            await app.stop(0)
+
+    asyncio.run(scenario())
+
+
 async def _is(app, path):
     return await decide(app) == path
 

@@ -4,6 +4,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from cascade_extproc import cli, config, envoy_config
@@ -216,3 +217,23 @@ def test_health_listener_is_dual_stack_and_exposes_only_ready_and_prometheus_sta
         assert envoy.proc.poll() is None
     finally:
         envoy.stop()
+
+
+@pytest.mark.parametrize("change, refused", [
+    ({"providers": {"anthropic": {"draft": {"base_url": "https://other.example/anthropic"}}}},
+     ["providers.anthropic.draft.base_url"]),
+    ({"providers": {"openai": {"draft": {"format": "anthropic", "base_url": "https://other.example"}}}},
+     ["providers.openai.draft.base_url", "providers.openai.draft.format"]),
+    ({"providers": {"openai": {"draft": {"api_key_file": "/run/other-key"}}}}, ["providers.openai.draft.api_key_file"]),
+    ({"cascade": {"draft_timeout_s": 30}}, ["cascade.draft_timeout_s"]),
+    ({"limits": {"max_body_bytes": 1 << 20}}, ["limits.max_body_bytes"]),
+    ({"listen": {"admin": "127.0.0.1:9999"}}, ["listen.admin"]),
+    # What the server alone reads reloads freely.
+    ({"mode": "shadow", "metering": False, "providers": {"anthropic": {"draft": {"model": "deepseek-v4"}}},
+      "router": {"rules": [{"name": "all", "route": "direct"}]}, "cascade": {"on_verify_failure": "serve_draft"}}, []),
+])
+def test_keys_needing_restart_are_what_the_bootstrap_and_sockets_hold(tmp_path, change, refused):
+    old = config.load()
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(change))
+    assert envoy_config.keys_needing_restart(old, config.load(path)) == refused
