@@ -87,6 +87,8 @@ class Listen:
 class Limits:
     # Envoy buffers the whole body for us; agentic contexts reach several MB.
     max_body_bytes: int = 64 * 1024 * 1024
+    # Envoy's heap past which it sheds load: below its container's memory limit (1 GiB in k8s/).
+    envoy_max_heap_bytes: int = 768 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -238,6 +240,8 @@ def _check(cfg: Config) -> None:
         raise ConfigError("cascade.on_verify_failure", "one of fallback, serve_draft")
     if cfg.limits.max_body_bytes < 1024:
         raise ConfigError("limits.max_body_bytes", "must be >= 1024")
+    if cfg.limits.envoy_max_heap_bytes < 4 * cfg.limits.max_body_bytes:
+        raise ConfigError("limits.envoy_max_heap_bytes", "must hold at least 4 bodies of limits.max_body_bytes")
     from cascade_extproc.pricing import PriceTable
     from cascade_extproc.routing.features import compile_keywords
 

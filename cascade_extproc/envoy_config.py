@@ -459,8 +459,6 @@ def _tcp_proxy(stat_prefix: str, cluster: str) -> dict[str, Any]:
 # The only admin endpoints the health listener forwards: readiness, and Envoy's statistics
 # (fail-open counts, upstream errors) for Prometheus.
 ADMIN_EXPOSED = ("/ready", "/stats/prometheus")
-# Envoy's heap beyond which it sheds load (overload manager), below a typical 1 GiB limit.
-ENVOY_MAX_HEAP = 768 * 1024 * 1024
 
 
 def _overload_manager(max_heap: int) -> dict[str, Any]:
@@ -559,7 +557,7 @@ def build(cfg: Config, *, listen: Addr, grpc: Addr, admin: Addr, health: Addr | 
         # two endpoints meant for others).
         "admin": {"address": admin.socket(mode=0o600)},
         "static_resources": {"listeners": listeners, "clusters": clusters, "secrets": secrets},
-        "overload_manager": _overload_manager(ENVOY_MAX_HEAP),
+        "overload_manager": _overload_manager(cfg.limits.envoy_max_heap_bytes),
     }
 
 

@@ -149,6 +149,8 @@ def test_envoy_sheds_load_before_its_memory_limit(tmp_path):
     (monitor,) = om["resource_monitors"]
     assert monitor["name"] == "envoy.resource_monitors.fixed_heap"
     assert monitor["typed_config"]["max_heap_size_bytes"] < 1024 ** 3  # under the pod's 1 GiB limit
+    om = boot_from(tmp_path, {"limits": {"envoy_max_heap_bytes": 3 << 30}})["overload_manager"]
+    assert om["resource_monitors"][0]["typed_config"]["max_heap_size_bytes"] == 3 << 30
     actions = {a["name"] for a in om["actions"]}
     assert {"envoy.overload_actions.reset_high_memory_stream", "envoy.overload_actions.stop_accepting_requests"} <= actions
 
@@ -227,6 +229,7 @@ def test_health_listener_is_dual_stack_and_exposes_only_ready_and_prometheus_sta
     ({"providers": {"openai": {"draft": {"api_key_file": "/run/other-key"}}}}, ["providers.openai.draft.api_key_file"]),
     ({"cascade": {"draft_timeout_s": 30}}, ["cascade.draft_timeout_s"]),
     ({"limits": {"max_body_bytes": 1 << 20}}, ["limits.max_body_bytes"]),
+    ({"limits": {"envoy_max_heap_bytes": 1 << 30}}, ["limits.envoy_max_heap_bytes"]),
     ({"listen": {"admin": "127.0.0.1:9999"}}, ["listen.admin"]),
     # What the server alone reads reloads freely.
     ({"mode": "shadow", "metering": False, "providers": {"anthropic": {"draft": {"model": "deepseek-v4"}}},
