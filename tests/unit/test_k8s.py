@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
+import shlex
 import subprocess
 import sys
 import tomllib
@@ -60,6 +61,12 @@ COMPONENTS = _dirs(K8S / "components")
 
 def _id(p: Path) -> str:
     return str(p.relative_to(K8S))
+
+
+def commands(doc: Path) -> str:
+    """A file's text with shell line continuations joined (in comments too) and whitespace
+    collapsed, to find a documented command in it."""
+    return " ".join(re.sub(r"\\\s*\n\s*#?", " ", doc.read_text()).split())
 
 
 def _tool(name: str) -> str:
@@ -126,6 +133,31 @@ def config_maps(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {o["metadata"]["name"]: o for o in objs if o["kind"] == "ConfigMap"}
 
 
+def cascade_config(objs: list[dict[str, Any]]) -> config.Config:
+    return config.parse(yaml.safe_load(config_maps(objs)[CONFIG_MAP]["data"]["config.yaml"]))
+
+
+def bootstrap(objs: list[dict[str, Any]], spec: dict[str, Any]) -> dict[str, Any]:
+    """The Envoy bootstrap the pod's envoy container mounts."""
+    em = mount_of(sidecar(spec, "envoy")[1], spec,
+                  lambda v: v.get("configMap", {}).get("name", "").startswith(ENVOY_CONFIG_MAP))
+    cm = config_maps(objs)[volume(spec, em["name"])["configMap"]["name"]]
+    return yaml.safe_load(next(iter(cm["data"].values())))
+
+
+def endpoint(boot: dict[str, Any], cluster: str) -> dict[str, Any]:
+    """The address of a static cluster's one endpoint."""
+    (cl,) = [c for c in boot["static_resources"]["clusters"] if c["name"] == cluster]
+    ((ep,),) = [e["lb_endpoints"] for e in cl["load_assignment"]["endpoints"]]
+    return ep["endpoint"]["address"]
+
+
+def quantity(q: str) -> int:
+    """A memory quantity (Ki, Mi, Gi or plain bytes) in bytes."""
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+    return int(q[:-2]) * units[q[-2:]] if q[-2:] in units else int(q)
+
+
 def named_port(c: dict[str, Any], name: str) -> int:
     return next(p["containerPort"] for p in c.get("ports", []) if p.get("name") == name)
 
@@ -136,8 +168,12 @@ def probe_port(c: dict[str, Any], probe: str) -> int:
 
 
 def socket(addr: dict[str, Any]) -> str:
+    """An Envoy address as the config spells it: HOST:PORT ([::]:PORT), or unix:/path."""
+    if "pipe" in addr:
+        return f"unix:{addr['pipe']['path']}"
     s = addr["socket_address"]
-    return f"{s['address']}:{s['port_value']}"
+    host = f"[{s['address']}]" if ":" in s["address"] else s["address"]
+    return f"{host}:{s['port_value']}"
 
 
 # ---- CRDs: structural checks, since kubernetes-validate has no schema for them
@@ -180,20 +216,37 @@ def test_the_layout_is_complete():
         assert any(uses(o, comp.name) for o in OVERLAYS), f"no overlay uses components/{comp.name}"
 
 
-def test_committed_k8s_envoy_bootstrap_is_current(capsys):
-    assert cli.main(["envoy-config", "--config", str(K8S / "base" / "config.yaml"),
-                     "--listen", "127.0.0.1:10000", "--envoy-admin", "127.0.0.1:9901",
-                     "--health", "0.0.0.0:9902"]) == 0
+# How k8s/base/envoy.yaml is generated (k8s/base/kustomization.yaml, docs/kubernetes.md step 8):
+# Envoy's admin on a Unix socket in the envoy-admin volume, the probe listener dual-stack.
+GENERATE = ["envoy-config", "--config", "k8s/base/config.yaml", "--listen", "127.0.0.1:10000",
+            "--envoy-admin", "unix:/var/run/envoy-admin/admin.sock", "--health", "[::]:9902"]
+
+
+def test_committed_k8s_envoy_bootstrap_is_current(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert cli.main(GENERATE) == 0
     assert capsys.readouterr().out == (K8S / "base" / "envoy.yaml").read_text(), (
-        "k8s/base/envoy.yaml is stale: run `.venv/bin/cascade-extproc envoy-config --config "
-        "k8s/base/config.yaml --listen 127.0.0.1:10000 --envoy-admin 127.0.0.1:9901 "
-        "--health 0.0.0.0:9902 > k8s/base/envoy.yaml`")
+        f"k8s/base/envoy.yaml is stale: run `.venv/bin/cascade-extproc {shlex.join(GENERATE)} > k8s/base/envoy.yaml`")
 
 
-def test_envoy_validates_the_k8s_bootstrap():
+@pytest.mark.parametrize("doc", ["k8s/base/kustomization.yaml", "docs/kubernetes.md"])
+def test_the_command_is_documented(doc):
+    """Where the command is written down, it is the one this test runs."""
+    assert f"cascade-extproc {shlex.join(GENERATE)} > k8s/base/envoy.yaml" in commands(ROOT / doc)
+
+
+def test_envoy_validates_the_k8s_bootstrap(tmp_path):
+    """With a key file where the pod mounts the Secret (the path rewritten to a temporary one):
+    Envoy reads the draft key when it loads the bootstrap, and refuses to start without it."""
     from cascade_extproc.envoy_proc import envoy_binary
 
-    out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(K8S / "base" / "envoy.yaml")],
+    key_dir = "/var/run/secrets/cascade"
+    text = (K8S / "base" / "envoy.yaml").read_text()
+    assert f"filename: {key_dir}/draft-key" in text
+    (tmp_path / "draft-key").write_text("sk-test\n")
+    boot = tmp_path / "envoy.yaml"
+    boot.write_text(text.replace(key_dir, str(tmp_path)))
+    out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(boot)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -281,18 +334,22 @@ def test_sidecars_and_their_config(path):
         assert CONFIG_MAP in cms, "cascade-config must keep its name (disableNameSuffixHash)"
         cfg_text = cms[CONFIG_MAP]["data"]["config.yaml"]
         cfg = config.parse(yaml.safe_load(cfg_text))  # a config the server accepts
-        assert cfg.listen.admin == "0.0.0.0:9464" and cfg.listen.grpc == "127.0.0.1:50051"
 
         # The draft key: the user's Secret, mounted as a directory (rotation reaches it) where
-        # the config reads it.
+        # the config reads it, in the server (each draft call) and in Envoy (the skipped path:
+        # it sets the key itself, from its bootstrap's secrets).
         assert not [o for o in objs if o["kind"] == "Secret"], "a Secret is never committed"
-        km = mount_of(cascade, spec, lambda v: v.get("secret", {}).get("secretName") == SECRET)
-        assert "subPath" not in km, "subPath: a rotated key would never arrive"
-        items = volume(spec, km["name"])["secret"]["items"]
-        key_file = f"{km['mountPath']}/{next(i['path'] for i in items if i['key'] == SECRET_KEY)}"
+        key_files = set()
+        for c in (cascade, envoy):
+            km = mount_of(c, spec, lambda v: v.get("secret", {}).get("secretName") == SECRET)
+            assert "subPath" not in km, "subPath: a rotated key would never arrive"
+            assert km.get("readOnly") is True, c["name"]
+            items = volume(spec, km["name"])["secret"]["items"]
+            key_files.add(f"{km['mountPath']}/{next(i['path'] for i in items if i['key'] == SECRET_KEY)}")
+        (key_file,) = key_files  # the same path in both: the config names it for both
         for api in ("anthropic", "openai"):
             assert getattr(cfg.providers, api).draft.api_key_file == key_file, api
-        for other in (envoy, *spec["containers"]):
+        for other in spec["containers"]:
             assert all(volume(spec, m["name"]).get("secret", {}).get("secretName") != SECRET
                        for m in other.get("volumeMounts", [])), f"{other['name']} must not see the draft key"
 
@@ -303,12 +360,15 @@ def test_sidecars_and_their_config(path):
         assert re.fullmatch(rf"{ENVOY_CONFIG_MAP}[a-z0-9-]*-[a-z0-9]{{10}}", cm_name), f"{cm_name}: hash suffix expected"
         boot = yaml.safe_load(next(iter(cms[cm_name]["data"].values())))
         listeners = {ln["name"]: ln for ln in boot["static_resources"]["listeners"]}
-        clusters = {cl["name"]: cl for cl in boot["static_resources"]["clusters"]}
-        ext_ep = clusters["extproc"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-        assert socket(ext_ep["address"]) == cfg.listen.grpc, "Envoy must call the server where it listens"
+        assert socket(endpoint(boot, "extproc")) == cfg.listen.grpc, "Envoy must call the server where it listens"
         assert listeners["health"]["address"]["socket_address"]["port_value"] == probe_port(envoy, "readinessProbe")
-        assert socket(boot["admin"]["address"]).startswith("127.0.0.1:"), "Envoy's admin stays in the pod"
         assert probe_port(cascade, "readinessProbe") == int(cfg.listen.admin.rsplit(":", 1)[1])
+        assert {s["generic_secret"]["secret"]["filename"] for s in boot["static_resources"]["secrets"]} \
+            == {key_file}, "Envoy reads the draft key where it is mounted"
+        # Envoy sheds load (overload manager) before its memory limit gets it killed.
+        (heap,) = [m["typed_config"]["max_heap_size_bytes"] for m in boot["overload_manager"]["resource_monitors"]
+                   if m["name"] == "envoy.resource_monitors.fixed_heap"]
+        assert heap < quantity(envoy["resources"]["limits"]["memory"]), "Envoy's limit below its overload heap"
 
         # Time for the cascades in flight to finish before the kubelet kills the pod.
         grace = spec["terminationGracePeriodSeconds"]
@@ -322,10 +382,7 @@ def test_the_app_is_pointed_at_envoy(path):
         pytest.skip("this overlay does not include components/base-url")
     objs = built(path)
     for _, _, spec in pod_specs(objs):
-        boot = yaml.safe_load(next(iter(config_maps(objs)[volume(spec, mount_of(
-            sidecar(spec, "envoy")[1], spec,
-            lambda v: v.get("configMap", {}).get("name", "").startswith(ENVOY_CONFIG_MAP))["name"])
-            ["configMap"]["name"]]["data"].values())))
+        boot = bootstrap(objs, spec)
         llm = next(ln for ln in boot["static_resources"]["listeners"] if ln["name"] == "llm")
         assert f"http://{socket(llm['address'])}" == BASE_URLS["ANTHROPIC_BASE_URL"]
         for app in spec["containers"]:
