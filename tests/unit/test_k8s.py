@@ -1,8 +1,9 @@
 """k8s/: every kustomization builds with kubectl's kustomize, every built resource passes the
 Kubernetes OpenAPI schemas (kubernetes-validate --strict), and the built output keeps the
 deployment policy: hardened, resource-bounded containers, native sidecars, a hot-reloadable
-cascade config, a Secret that is referenced and never committed, and an Envoy bootstrap that
-agrees with the pod around it.
+cascade config, a Secret that is referenced and never committed, an Envoy bootstrap that
+agrees with the pod around it, and an app container that shares the pod's network but reaches
+neither the ext_proc socket, nor Envoy's admin, nor the draft key.
 
 No cluster is involved: these are the checks that run without one. CRD kinds (the Prometheus
 Operator's PodMonitor) have no built-in schema in kubernetes-validate, which only warns and
@@ -337,7 +338,8 @@ def test_sidecars_and_their_config(path):
 
         # The draft key: the user's Secret, mounted as a directory (rotation reaches it) where
         # the config reads it, in the server (each draft call) and in Envoy (the skipped path:
-        # it sets the key itself, from its bootstrap's secrets).
+        # it sets the key itself, from its bootstrap's secrets). No other container: see
+        # test_the_app_reaches_no_socket_and_no_key.
         assert not [o for o in objs if o["kind"] == "Secret"], "a Secret is never committed"
         key_files = set()
         for c in (cascade, envoy):
@@ -349,9 +351,6 @@ def test_sidecars_and_their_config(path):
         (key_file,) = key_files  # the same path in both: the config names it for both
         for api in ("anthropic", "openai"):
             assert getattr(cfg.providers, api).draft.api_key_file == key_file, api
-        for other in spec["containers"]:
-            assert all(volume(spec, m["name"]).get("secret", {}).get("secretName") != SECRET
-                       for m in other.get("volumeMounts", [])), f"{other['name']} must not see the draft key"
 
         # The Envoy bootstrap: its own ConfigMap, hash-suffixed (a change rolls the pods out).
         em = mount_of(envoy, spec, lambda v: v.get("configMap", {}).get("name", "").startswith(ENVOY_CONFIG_MAP))
@@ -374,6 +373,97 @@ def test_sidecars_and_their_config(path):
         grace = spec["terminationGracePeriodSeconds"]
         assert grace >= cfg.cascade.draft_timeout_s + cfg.cascade.verify_timeout_s, "grace < draft + verify"
         assert grace > getattr(cfg, "shutdown_grace_s", 0), "grace <= shutdown_grace_s"
+
+
+# The containers of a pod share its network namespace: whatever listens on the pod's loopback
+# (or any of its addresses) over TCP, the app can reach. They do not share mounts (nor, without
+# shareProcessNamespace, processes): what the app must not reach lives in these volumes, each
+# mounted by the containers named here and by no other (docs/kubernetes.md, "What the app
+# container can and cannot reach").
+PRIVATE_VOLUMES = {
+    "cascade-sockets": {"cascade-extproc", "envoy"},  # the server's ext_proc socket, for Envoy
+    "envoy-admin": {"envoy"},  # Envoy's admin socket: config_dump, quitquitquit, runtime
+    "draft-key": {"cascade-extproc", "envoy"},  # the draft provider's key
+}
+# What Envoy's health listener lets through to the admin (everything else is a 404).
+ENVOY_EXPOSED = {"/ready", "/stats/prometheus"}
+
+
+def mounts(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A container's mounts by volume name (one mount per private volume, so no loss here)."""
+    return {m["name"]: m for m in c.get("volumeMounts", [])}
+
+
+def inside(path: str, directory: str) -> bool:
+    return str(Path(path).parent) == directory.rstrip("/")
+
+
+@pytest.mark.parametrize("path", KUSTOMIZATIONS, ids=_id)
+def test_the_app_reaches_no_socket_and_no_key(path):
+    objs = built(path)
+    cfg = cascade_config(objs)
+    for name, _, spec in pod_specs(objs):
+        # Processes stay apart: with a shared process namespace the app could read the sidecars'
+        # files through /proc/<pid>/root and their environment through /proc/<pid>/environ.
+        assert spec.get("shareProcessNamespace") is not True, f"{name}: shareProcessNamespace"
+        assert not spec.get("hostNetwork") and not spec.get("hostPID"), name
+        _, cascade = sidecar(spec, "cascade-extproc")
+        _, envoy = sidecar(spec, "envoy")
+        assert volume(spec, "draft-key")["secret"]["secretName"] == SECRET
+        for vol in ("cascade-sockets", "envoy-admin"):
+            assert "sizeLimit" in volume(spec, vol)["emptyDir"], f"{vol}: a bounded emptyDir"
+
+        # Who mounts what: the two sidecars their volumes, the app (and any other container)
+        # none of them. Checked by volume and by source, so a second volume of the same Secret
+        # under another name would be caught too.
+        for _, c in containers(spec):
+            for vol, allowed in PRIVATE_VOLUMES.items():
+                assert (vol in mounts(c)) == (c["name"] in allowed), \
+                    f"{name}/{c['name']}: {'must' if c['name'] in allowed else 'must not'} mount {vol}"
+            if c["name"] not in PRIVATE_VOLUMES["draft-key"]:
+                assert not any(volume(spec, m["name"]).get("secret", {}).get("secretName") == SECRET
+                               for m in c.get("volumeMounts", [])), f"{c['name']} must not see the draft key"
+                assert not any(e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == SECRET
+                               for e in c.get("env", [])), f"{c['name']} must not see the draft key"
+                assert not any(e.get("secretRef", {}).get("name") == SECRET for e in c.get("envFrom", [])), \
+                    f"{c['name']} must not see the draft key"
+
+        # The ext_proc socket: a Unix socket in cascade-sockets, mounted at the same path in both
+        # sidecars, and the very path Envoy's extproc cluster connects to.
+        sockets_dir = {mounts(c)["cascade-sockets"]["mountPath"] for c in (cascade, envoy)}
+        assert len(sockets_dir) == 1, f"cascade-sockets mounted at {sockets_dir}"
+        assert cfg.listen.grpc.startswith("unix:"), f"listen.grpc {cfg.listen.grpc}: loopback TCP is the app's too"
+        grpc_path = cfg.listen.grpc.removeprefix("unix:")
+        assert inside(grpc_path, *sockets_dir), f"{grpc_path} is not in the cascade-sockets volume"
+        boot = bootstrap(objs, spec)
+        assert endpoint(boot, "extproc") == {"pipe": {"path": grpc_path}}
+
+        # Envoy's admin: a Unix socket (Envoy's user only) in the envoy-admin volume; the one
+        # way to it from outside Envoy is the health listener, which forwards two GETs.
+        admin = boot["admin"]["address"]
+        assert "pipe" in admin, f"Envoy's admin on {admin}: loopback TCP is the app's too"
+        assert inside(admin["pipe"]["path"], mounts(envoy)["envoy-admin"]["mountPath"])
+        assert admin["pipe"].get("mode") == 0o600
+        assert endpoint(boot, "envoy_admin") == {"pipe": {"path": admin["pipe"]["path"]}}
+        listeners = {ln["name"]: ln for ln in boot["static_resources"]["listeners"]}
+        hcm = listeners["health"]["filter_chains"][0]["filters"][0]["typed_config"]
+        (vhost,) = hcm["route_config"]["virtual_hosts"]
+        forwarded = [r for r in vhost["routes"] if "route" in r]
+        assert {r["match"]["path"] for r in forwarded} == ENVOY_EXPOSED
+        assert all(r["match"]["headers"] == [{"name": ":method", "string_match": {"exact": "GET"}}]
+                   for r in forwarded)
+        assert all(r.get("direct_response") for r in vhost["routes"] if "route" not in r)
+
+        # Dual stack, so probes and scrapes reach the pod on its IPv4 or IPv6 address: Envoy's
+        # health listener, and the server's admin (which falls back to IPv4 on a node without IPv6).
+        health = listeners["health"]["address"]["socket_address"]
+        assert health["address"] == "::" and health.get("ipv4_compat") is True, health
+        assert cfg.listen.admin.startswith("[::]:"), cfg.listen.admin
+        # Every other Envoy listener is on the pod's loopback: the app's way in, nobody else's.
+        for ln_name, ln in listeners.items():
+            if ln_name != "health":
+                for addr in (ln["address"], *(a["address"] for a in ln.get("additional_addresses", []))):
+                    assert addr["socket_address"]["address"] in ("127.0.0.1", "::1"), f"{ln_name}: {addr}"
 
 
 @pytest.mark.parametrize("path", OVERLAYS, ids=_id)
