@@ -480,8 +480,13 @@ def test_the_app_is_pointed_at_envoy(path):
             assert {k: env.get(k) for k in BASE_URLS} == BASE_URLS, app["name"]
 
 
+def declaring(spec: dict[str, Any], port: int) -> list[str]:
+    """The containers of a pod (sidecars included) that declare containerPort `port`."""
+    return [c["name"] for _, c in containers(spec) if any(q["containerPort"] == port for q in c.get("ports", []))]
+
+
 @pytest.mark.parametrize("path", KUSTOMIZATIONS, ids=_id)
-def test_metrics_service(path):
+def test_services_target_declared_ports_by_number(path):
     objs = built(path)
     services = [o for o in objs if o["kind"] == "Service"]
     assert services
@@ -492,22 +497,51 @@ def test_metrics_service(path):
         selected = [spec for labels, spec in pods if svc["spec"]["selector"].items() <= labels.items()]
         assert selected, f"{name} selects no pod"
         for p in svc["spec"]["ports"]:
-            # A port NAME declared only on an init container (a native sidecar) is left out of
-            # the EndpointSlice on Kubernetes 1.29-1.32 (kubernetes/kubernetes#127958, fixed in
-            # 1.33): the Service would have no endpoint port there.
-            if isinstance(p["targetPort"], str):
-                for spec in selected:
-                    assert any(q.get("name") == p["targetPort"] for c in spec["containers"] for q in c.get("ports", [])), \
-                        f"{name}: targetPort {p['targetPort']!r} is not a port of a regular container"
-        port = next(p for p in svc["spec"]["ports"] if p["name"] == "metrics")
-        assert port["port"] == 9464
-        # The number of the cascade-extproc sidecar's `metrics` port, not its name (above).
-        assert type(port["targetPort"]) is int, f"{name}: targetPort must be numeric"
-        for spec in selected:
-            assert port["targetPort"] == named_port(sidecar(spec, "cascade-extproc")[1], "metrics")
+            # A number, never a port's name: a name declared on an init container (a native
+            # sidecar, as every port of ours is) is left out of the EndpointSlice on Kubernetes
+            # 1.29-1.32 (kubernetes/kubernetes#127958, fixed in 1.33): no endpoint port there.
+            assert type(p["targetPort"]) is int, f"{name}/{p['name']}: targetPort must be numeric"
+            for spec in selected:
+                assert declaring(spec, p["targetPort"]), f"{name}: no container declares port {p['targetPort']}"
+
+
+# What Prometheus must scrape in every pod, whichever way it discovers them: the sidecar's own
+# metrics and Envoy's statistics (fail-open counts, upstream errors), by container.
+SCRAPED = {("cascade-extproc", "/metrics"), ("envoy", "/stats/prometheus")}
+
+
+def scrape_targets(objs: list[dict[str, Any]], spec: dict[str, Any]) -> set[tuple[str, str]]:
+    """(container, path) pairs scraped in a pod: from the Services' prometheus.io/* annotations
+    (the Service port they name, and the container declaring its targetPort) and from the
+    PodMonitors' endpoints (the container declaring the named port)."""
+    targets = set()
+    for svc in (o for o in objs if o["kind"] == "Service"):
         ann = svc["metadata"].get("annotations", {})
         if ann.get("prometheus.io/scrape") == "true":
-            assert port["port"] == int(ann["prometheus.io/port"]) and ann["prometheus.io/path"] == "/metrics"
+            (port,) = [p for p in svc["spec"]["ports"] if p["port"] == int(ann["prometheus.io/port"])]
+            (container,) = declaring(spec, port["targetPort"])
+            targets.add((container, ann.get("prometheus.io/path", "/metrics")))
+    for pm in (o for o in objs if o["kind"] == "PodMonitor"):
+        for ep in pm["spec"]["podMetricsEndpoints"]:
+            (container,) = [c["name"] for _, c in containers(spec)
+                            if any(q.get("name") == ep["port"] for q in c.get("ports", []))]
+            targets.add((container, ep.get("path", "/metrics")))
+    return targets
+
+
+@pytest.mark.parametrize("path", KUSTOMIZATIONS, ids=_id)
+def test_the_sidecar_and_envoy_are_both_scraped(path):
+    objs = built(path)
+    cfg = cascade_config(objs)
+    for _, _, spec in pod_specs(objs):
+        assert scrape_targets(objs, spec) == SCRAPED
+        # And they serve those paths where they are scraped: the server's admin port; Envoy's
+        # health listener, which forwards GET /stats/prometheus to its admin.
+        assert declaring(spec, int(cfg.listen.admin.rsplit(":", 1)[1])) == ["cascade-extproc"]
+        health = next(ln for ln in bootstrap(objs, spec)["static_resources"]["listeners"] if ln["name"] == "health")
+        assert declaring(spec, health["address"]["socket_address"]["port_value"]) == ["envoy"]
+        routes = health["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+        assert any(r["match"].get("path") == "/stats/prometheus" and "route" in r for r in routes)
 
 
 # kube-prometheus-stack's Prometheus selects PodMonitors labelled with its Helm release name
