@@ -1,8 +1,9 @@
 """k8s/: every kustomization builds with kubectl's kustomize, every built resource passes the
 Kubernetes OpenAPI schemas (kubernetes-validate --strict), and the built output keeps the
 deployment policy: hardened, resource-bounded containers, native sidecars, a hot-reloadable
-cascade config, a Secret that is referenced and never committed, and an Envoy bootstrap that
-agrees with the pod around it.
+cascade config, a Secret that is referenced and never committed, an Envoy bootstrap that
+agrees with the pod around it, and an app container that shares the pod's network but reaches
+neither the ext_proc socket, nor Envoy's admin, nor the draft key.
 
 No cluster is involved: these are the checks that run without one. CRD kinds (the Prometheus
 Operator's PodMonitor) have no built-in schema in kubernetes-validate, which only warns and
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
+import shlex
 import subprocess
 import sys
 import tomllib
@@ -60,6 +62,12 @@ COMPONENTS = _dirs(K8S / "components")
 
 def _id(p: Path) -> str:
     return str(p.relative_to(K8S))
+
+
+def commands(doc: Path) -> str:
+    """A file's text with shell line continuations joined (in comments too) and whitespace
+    collapsed, to find a documented command in it."""
+    return " ".join(re.sub(r"\\\s*\n\s*#?", " ", doc.read_text()).split())
 
 
 def _tool(name: str) -> str:
@@ -126,6 +134,31 @@ def config_maps(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {o["metadata"]["name"]: o for o in objs if o["kind"] == "ConfigMap"}
 
 
+def cascade_config(objs: list[dict[str, Any]]) -> config.Config:
+    return config.parse(yaml.safe_load(config_maps(objs)[CONFIG_MAP]["data"]["config.yaml"]))
+
+
+def bootstrap(objs: list[dict[str, Any]], spec: dict[str, Any]) -> dict[str, Any]:
+    """The Envoy bootstrap the pod's envoy container mounts."""
+    em = mount_of(sidecar(spec, "envoy")[1], spec,
+                  lambda v: v.get("configMap", {}).get("name", "").startswith(ENVOY_CONFIG_MAP))
+    cm = config_maps(objs)[volume(spec, em["name"])["configMap"]["name"]]
+    return yaml.safe_load(next(iter(cm["data"].values())))
+
+
+def endpoint(boot: dict[str, Any], cluster: str) -> dict[str, Any]:
+    """The address of a static cluster's one endpoint."""
+    (cl,) = [c for c in boot["static_resources"]["clusters"] if c["name"] == cluster]
+    ((ep,),) = [e["lb_endpoints"] for e in cl["load_assignment"]["endpoints"]]
+    return ep["endpoint"]["address"]
+
+
+def quantity(q: str) -> int:
+    """A memory quantity (Ki, Mi, Gi or plain bytes) in bytes."""
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+    return int(q[:-2]) * units[q[-2:]] if q[-2:] in units else int(q)
+
+
 def named_port(c: dict[str, Any], name: str) -> int:
     return next(p["containerPort"] for p in c.get("ports", []) if p.get("name") == name)
 
@@ -136,8 +169,12 @@ def probe_port(c: dict[str, Any], probe: str) -> int:
 
 
 def socket(addr: dict[str, Any]) -> str:
+    """An Envoy address as the config spells it: HOST:PORT ([::]:PORT), or unix:/path."""
+    if "pipe" in addr:
+        return f"unix:{addr['pipe']['path']}"
     s = addr["socket_address"]
-    return f"{s['address']}:{s['port_value']}"
+    host = f"[{s['address']}]" if ":" in s["address"] else s["address"]
+    return f"{host}:{s['port_value']}"
 
 
 # ---- CRDs: structural checks, since kubernetes-validate has no schema for them
@@ -180,20 +217,37 @@ def test_the_layout_is_complete():
         assert any(uses(o, comp.name) for o in OVERLAYS), f"no overlay uses components/{comp.name}"
 
 
-def test_committed_k8s_envoy_bootstrap_is_current(capsys):
-    assert cli.main(["envoy-config", "--config", str(K8S / "base" / "config.yaml"),
-                     "--listen", "127.0.0.1:10000", "--envoy-admin", "127.0.0.1:9901",
-                     "--health", "0.0.0.0:9902"]) == 0
+# How k8s/base/envoy.yaml is generated (k8s/base/kustomization.yaml, docs/kubernetes.md step 8):
+# Envoy's admin on a Unix socket in the envoy-admin volume, the probe listener dual-stack.
+GENERATE = ["envoy-config", "--config", "k8s/base/config.yaml", "--listen", "127.0.0.1:10000",
+            "--envoy-admin", "unix:/var/run/envoy-admin/admin.sock", "--health", "[::]:9902"]
+
+
+def test_committed_k8s_envoy_bootstrap_is_current(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert cli.main(GENERATE) == 0
     assert capsys.readouterr().out == (K8S / "base" / "envoy.yaml").read_text(), (
-        "k8s/base/envoy.yaml is stale: run `.venv/bin/cascade-extproc envoy-config --config "
-        "k8s/base/config.yaml --listen 127.0.0.1:10000 --envoy-admin 127.0.0.1:9901 "
-        "--health 0.0.0.0:9902 > k8s/base/envoy.yaml`")
+        f"k8s/base/envoy.yaml is stale: run `.venv/bin/cascade-extproc {shlex.join(GENERATE)} > k8s/base/envoy.yaml`")
 
 
-def test_envoy_validates_the_k8s_bootstrap():
+@pytest.mark.parametrize("doc", ["k8s/base/kustomization.yaml", "docs/kubernetes.md"])
+def test_the_command_is_documented(doc):
+    """Where the command is written down, it is the one this test runs."""
+    assert f"cascade-extproc {shlex.join(GENERATE)} > k8s/base/envoy.yaml" in commands(ROOT / doc)
+
+
+def test_envoy_validates_the_k8s_bootstrap(tmp_path):
+    """With a key file where the pod mounts the Secret (the path rewritten to a temporary one):
+    Envoy reads the draft key when it loads the bootstrap, and refuses to start without it."""
     from cascade_extproc.envoy_proc import envoy_binary
 
-    out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(K8S / "base" / "envoy.yaml")],
+    key_dir = "/var/run/secrets/cascade"
+    text = (K8S / "base" / "envoy.yaml").read_text()
+    assert f"filename: {key_dir}/draft-key" in text
+    (tmp_path / "draft-key").write_text("sk-test\n")
+    boot = tmp_path / "envoy.yaml"
+    boot.write_text(text.replace(key_dir, str(tmp_path)))
+    out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(boot)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -281,20 +335,22 @@ def test_sidecars_and_their_config(path):
         assert CONFIG_MAP in cms, "cascade-config must keep its name (disableNameSuffixHash)"
         cfg_text = cms[CONFIG_MAP]["data"]["config.yaml"]
         cfg = config.parse(yaml.safe_load(cfg_text))  # a config the server accepts
-        assert cfg.listen.admin == "0.0.0.0:9464" and cfg.listen.grpc == "127.0.0.1:50051"
 
         # The draft key: the user's Secret, mounted as a directory (rotation reaches it) where
-        # the config reads it.
+        # the config reads it, in the server (each draft call) and in Envoy (the skipped path:
+        # it sets the key itself, from its bootstrap's secrets). No other container: see
+        # test_the_app_reaches_no_socket_and_no_key.
         assert not [o for o in objs if o["kind"] == "Secret"], "a Secret is never committed"
-        km = mount_of(cascade, spec, lambda v: v.get("secret", {}).get("secretName") == SECRET)
-        assert "subPath" not in km, "subPath: a rotated key would never arrive"
-        items = volume(spec, km["name"])["secret"]["items"]
-        key_file = f"{km['mountPath']}/{next(i['path'] for i in items if i['key'] == SECRET_KEY)}"
+        key_files = set()
+        for c in (cascade, envoy):
+            km = mount_of(c, spec, lambda v: v.get("secret", {}).get("secretName") == SECRET)
+            assert "subPath" not in km, "subPath: a rotated key would never arrive"
+            assert km.get("readOnly") is True, c["name"]
+            items = volume(spec, km["name"])["secret"]["items"]
+            key_files.add(f"{km['mountPath']}/{next(i['path'] for i in items if i['key'] == SECRET_KEY)}")
+        (key_file,) = key_files  # the same path in both: the config names it for both
         for api in ("anthropic", "openai"):
             assert getattr(cfg.providers, api).draft.api_key_file == key_file, api
-        for other in (envoy, *spec["containers"]):
-            assert all(volume(spec, m["name"]).get("secret", {}).get("secretName") != SECRET
-                       for m in other.get("volumeMounts", [])), f"{other['name']} must not see the draft key"
 
         # The Envoy bootstrap: its own ConfigMap, hash-suffixed (a change rolls the pods out).
         em = mount_of(envoy, spec, lambda v: v.get("configMap", {}).get("name", "").startswith(ENVOY_CONFIG_MAP))
@@ -303,17 +359,111 @@ def test_sidecars_and_their_config(path):
         assert re.fullmatch(rf"{ENVOY_CONFIG_MAP}[a-z0-9-]*-[a-z0-9]{{10}}", cm_name), f"{cm_name}: hash suffix expected"
         boot = yaml.safe_load(next(iter(cms[cm_name]["data"].values())))
         listeners = {ln["name"]: ln for ln in boot["static_resources"]["listeners"]}
-        clusters = {cl["name"]: cl for cl in boot["static_resources"]["clusters"]}
-        ext_ep = clusters["extproc"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-        assert socket(ext_ep["address"]) == cfg.listen.grpc, "Envoy must call the server where it listens"
+        assert socket(endpoint(boot, "extproc")) == cfg.listen.grpc, "Envoy must call the server where it listens"
         assert listeners["health"]["address"]["socket_address"]["port_value"] == probe_port(envoy, "readinessProbe")
-        assert socket(boot["admin"]["address"]).startswith("127.0.0.1:"), "Envoy's admin stays in the pod"
         assert probe_port(cascade, "readinessProbe") == int(cfg.listen.admin.rsplit(":", 1)[1])
+        assert {s["generic_secret"]["secret"]["filename"] for s in boot["static_resources"]["secrets"]} \
+            == {key_file}, "Envoy reads the draft key where it is mounted"
+        # Envoy sheds load (overload manager) before its memory limit gets it killed.
+        (heap,) = [m["typed_config"]["max_heap_size_bytes"] for m in boot["overload_manager"]["resource_monitors"]
+                   if m["name"] == "envoy.resource_monitors.fixed_heap"]
+        assert heap < quantity(envoy["resources"]["limits"]["memory"]), "Envoy's limit below its overload heap"
 
         # Time for the cascades in flight to finish before the kubelet kills the pod.
         grace = spec["terminationGracePeriodSeconds"]
         assert grace >= cfg.cascade.draft_timeout_s + cfg.cascade.verify_timeout_s, "grace < draft + verify"
         assert grace > getattr(cfg, "shutdown_grace_s", 0), "grace <= shutdown_grace_s"
+
+
+# The containers of a pod share its network namespace: whatever listens on the pod's loopback
+# (or any of its addresses) over TCP, the app can reach. They do not share mounts (nor, without
+# shareProcessNamespace, processes): what the app must not reach lives in these volumes, each
+# mounted by the containers named here and by no other (docs/kubernetes.md, "What the app
+# container can and cannot reach").
+PRIVATE_VOLUMES = {
+    "cascade-sockets": {"cascade-extproc", "envoy"},  # the server's ext_proc socket, for Envoy
+    "envoy-admin": {"envoy"},  # Envoy's admin socket: config_dump, quitquitquit, runtime
+    "draft-key": {"cascade-extproc", "envoy"},  # the draft provider's key
+}
+# What Envoy's health listener lets through to the admin (everything else is a 404).
+ENVOY_EXPOSED = {"/ready", "/stats/prometheus"}
+
+
+def mounts(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A container's mounts by volume name (one mount per private volume, so no loss here)."""
+    return {m["name"]: m for m in c.get("volumeMounts", [])}
+
+
+def inside(path: str, directory: str) -> bool:
+    return str(Path(path).parent) == directory.rstrip("/")
+
+
+@pytest.mark.parametrize("path", KUSTOMIZATIONS, ids=_id)
+def test_the_app_reaches_no_socket_and_no_key(path):
+    objs = built(path)
+    cfg = cascade_config(objs)
+    for name, _, spec in pod_specs(objs):
+        # Processes stay apart: with a shared process namespace the app could read the sidecars'
+        # files through /proc/<pid>/root and their environment through /proc/<pid>/environ.
+        assert spec.get("shareProcessNamespace") is not True, f"{name}: shareProcessNamespace"
+        assert not spec.get("hostNetwork") and not spec.get("hostPID"), name
+        _, cascade = sidecar(spec, "cascade-extproc")
+        _, envoy = sidecar(spec, "envoy")
+        assert volume(spec, "draft-key")["secret"]["secretName"] == SECRET
+        for vol in ("cascade-sockets", "envoy-admin"):
+            assert "sizeLimit" in volume(spec, vol)["emptyDir"], f"{vol}: a bounded emptyDir"
+
+        # Who mounts what: the two sidecars their volumes, the app (and any other container)
+        # none of them. Checked by volume and by source, so a second volume of the same Secret
+        # under another name would be caught too.
+        for _, c in containers(spec):
+            for vol, allowed in PRIVATE_VOLUMES.items():
+                assert (vol in mounts(c)) == (c["name"] in allowed), \
+                    f"{name}/{c['name']}: {'must' if c['name'] in allowed else 'must not'} mount {vol}"
+            if c["name"] not in PRIVATE_VOLUMES["draft-key"]:
+                assert not any(volume(spec, m["name"]).get("secret", {}).get("secretName") == SECRET
+                               for m in c.get("volumeMounts", [])), f"{c['name']} must not see the draft key"
+                assert not any(e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == SECRET
+                               for e in c.get("env", [])), f"{c['name']} must not see the draft key"
+                assert not any(e.get("secretRef", {}).get("name") == SECRET for e in c.get("envFrom", [])), \
+                    f"{c['name']} must not see the draft key"
+
+        # The ext_proc socket: a Unix socket in cascade-sockets, mounted at the same path in both
+        # sidecars, and the very path Envoy's extproc cluster connects to.
+        sockets_dir = {mounts(c)["cascade-sockets"]["mountPath"] for c in (cascade, envoy)}
+        assert len(sockets_dir) == 1, f"cascade-sockets mounted at {sockets_dir}"
+        assert cfg.listen.grpc.startswith("unix:"), f"listen.grpc {cfg.listen.grpc}: loopback TCP is the app's too"
+        grpc_path = cfg.listen.grpc.removeprefix("unix:")
+        assert inside(grpc_path, *sockets_dir), f"{grpc_path} is not in the cascade-sockets volume"
+        boot = bootstrap(objs, spec)
+        assert endpoint(boot, "extproc") == {"pipe": {"path": grpc_path}}
+
+        # Envoy's admin: a Unix socket (Envoy's user only) in the envoy-admin volume; the one
+        # way to it from outside Envoy is the health listener, which forwards two GETs.
+        admin = boot["admin"]["address"]
+        assert "pipe" in admin, f"Envoy's admin on {admin}: loopback TCP is the app's too"
+        assert inside(admin["pipe"]["path"], mounts(envoy)["envoy-admin"]["mountPath"])
+        assert admin["pipe"].get("mode") == 0o600
+        assert endpoint(boot, "envoy_admin") == {"pipe": {"path": admin["pipe"]["path"]}}
+        listeners = {ln["name"]: ln for ln in boot["static_resources"]["listeners"]}
+        hcm = listeners["health"]["filter_chains"][0]["filters"][0]["typed_config"]
+        (vhost,) = hcm["route_config"]["virtual_hosts"]
+        forwarded = [r for r in vhost["routes"] if "route" in r]
+        assert {r["match"]["path"] for r in forwarded} == ENVOY_EXPOSED
+        assert all(r["match"]["headers"] == [{"name": ":method", "string_match": {"exact": "GET"}}]
+                   for r in forwarded)
+        assert all(r.get("direct_response") for r in vhost["routes"] if "route" not in r)
+
+        # Dual stack, so probes and scrapes reach the pod on its IPv4 or IPv6 address: Envoy's
+        # health listener, and the server's admin (which falls back to IPv4 on a node without IPv6).
+        health = listeners["health"]["address"]["socket_address"]
+        assert health["address"] == "::" and health.get("ipv4_compat") is True, health
+        assert cfg.listen.admin.startswith("[::]:"), cfg.listen.admin
+        # Every other Envoy listener is on the pod's loopback: the app's way in, nobody else's.
+        for ln_name, ln in listeners.items():
+            if ln_name != "health":
+                for addr in (ln["address"], *(a["address"] for a in ln.get("additional_addresses", []))):
+                    assert addr["socket_address"]["address"] in ("127.0.0.1", "::1"), f"{ln_name}: {addr}"
 
 
 @pytest.mark.parametrize("path", OVERLAYS, ids=_id)
@@ -322,10 +472,7 @@ def test_the_app_is_pointed_at_envoy(path):
         pytest.skip("this overlay does not include components/base-url")
     objs = built(path)
     for _, _, spec in pod_specs(objs):
-        boot = yaml.safe_load(next(iter(config_maps(objs)[volume(spec, mount_of(
-            sidecar(spec, "envoy")[1], spec,
-            lambda v: v.get("configMap", {}).get("name", "").startswith(ENVOY_CONFIG_MAP))["name"])
-            ["configMap"]["name"]]["data"].values())))
+        boot = bootstrap(objs, spec)
         llm = next(ln for ln in boot["static_resources"]["listeners"] if ln["name"] == "llm")
         assert f"http://{socket(llm['address'])}" == BASE_URLS["ANTHROPIC_BASE_URL"]
         for app in spec["containers"]:
@@ -333,8 +480,13 @@ def test_the_app_is_pointed_at_envoy(path):
             assert {k: env.get(k) for k in BASE_URLS} == BASE_URLS, app["name"]
 
 
+def declaring(spec: dict[str, Any], port: int) -> list[str]:
+    """The containers of a pod (sidecars included) that declare containerPort `port`."""
+    return [c["name"] for _, c in containers(spec) if any(q["containerPort"] == port for q in c.get("ports", []))]
+
+
 @pytest.mark.parametrize("path", KUSTOMIZATIONS, ids=_id)
-def test_metrics_service(path):
+def test_services_target_declared_ports_by_number(path):
     objs = built(path)
     services = [o for o in objs if o["kind"] == "Service"]
     assert services
@@ -345,22 +497,51 @@ def test_metrics_service(path):
         selected = [spec for labels, spec in pods if svc["spec"]["selector"].items() <= labels.items()]
         assert selected, f"{name} selects no pod"
         for p in svc["spec"]["ports"]:
-            # A port NAME declared only on an init container (a native sidecar) is left out of
-            # the EndpointSlice on Kubernetes 1.29-1.32 (kubernetes/kubernetes#127958, fixed in
-            # 1.33): the Service would have no endpoint port there.
-            if isinstance(p["targetPort"], str):
-                for spec in selected:
-                    assert any(q.get("name") == p["targetPort"] for c in spec["containers"] for q in c.get("ports", [])), \
-                        f"{name}: targetPort {p['targetPort']!r} is not a port of a regular container"
-        port = next(p for p in svc["spec"]["ports"] if p["name"] == "metrics")
-        assert port["port"] == 9464
-        # The number of the cascade-extproc sidecar's `metrics` port, not its name (above).
-        assert type(port["targetPort"]) is int, f"{name}: targetPort must be numeric"
-        for spec in selected:
-            assert port["targetPort"] == named_port(sidecar(spec, "cascade-extproc")[1], "metrics")
+            # A number, never a port's name: a name declared on an init container (a native
+            # sidecar, as every port of ours is) is left out of the EndpointSlice on Kubernetes
+            # 1.29-1.32 (kubernetes/kubernetes#127958, fixed in 1.33): no endpoint port there.
+            assert type(p["targetPort"]) is int, f"{name}/{p['name']}: targetPort must be numeric"
+            for spec in selected:
+                assert declaring(spec, p["targetPort"]), f"{name}: no container declares port {p['targetPort']}"
+
+
+# What Prometheus must scrape in every pod, whichever way it discovers them: the sidecar's own
+# metrics and Envoy's statistics (fail-open counts, upstream errors), by container.
+SCRAPED = {("cascade-extproc", "/metrics"), ("envoy", "/stats/prometheus")}
+
+
+def scrape_targets(objs: list[dict[str, Any]], spec: dict[str, Any]) -> set[tuple[str, str]]:
+    """(container, path) pairs scraped in a pod: from the Services' prometheus.io/* annotations
+    (the Service port they name, and the container declaring its targetPort) and from the
+    PodMonitors' endpoints (the container declaring the named port)."""
+    targets = set()
+    for svc in (o for o in objs if o["kind"] == "Service"):
         ann = svc["metadata"].get("annotations", {})
         if ann.get("prometheus.io/scrape") == "true":
-            assert port["port"] == int(ann["prometheus.io/port"]) and ann["prometheus.io/path"] == "/metrics"
+            (port,) = [p for p in svc["spec"]["ports"] if p["port"] == int(ann["prometheus.io/port"])]
+            (container,) = declaring(spec, port["targetPort"])
+            targets.add((container, ann.get("prometheus.io/path", "/metrics")))
+    for pm in (o for o in objs if o["kind"] == "PodMonitor"):
+        for ep in pm["spec"]["podMetricsEndpoints"]:
+            (container,) = [c["name"] for _, c in containers(spec)
+                            if any(q.get("name") == ep["port"] for q in c.get("ports", []))]
+            targets.add((container, ep.get("path", "/metrics")))
+    return targets
+
+
+@pytest.mark.parametrize("path", KUSTOMIZATIONS, ids=_id)
+def test_the_sidecar_and_envoy_are_both_scraped(path):
+    objs = built(path)
+    cfg = cascade_config(objs)
+    for _, _, spec in pod_specs(objs):
+        assert scrape_targets(objs, spec) == SCRAPED
+        # And they serve those paths where they are scraped: the server's admin port; Envoy's
+        # health listener, which forwards GET /stats/prometheus to its admin.
+        assert declaring(spec, int(cfg.listen.admin.rsplit(":", 1)[1])) == ["cascade-extproc"]
+        health = next(ln for ln in bootstrap(objs, spec)["static_resources"]["listeners"] if ln["name"] == "health")
+        assert declaring(spec, health["address"]["socket_address"]["port_value"]) == ["envoy"]
+        routes = health["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+        assert any(r["match"].get("path") == "/stats/prometheus" and "route" in r for r in routes)
 
 
 # kube-prometheus-stack's Prometheus selects PodMonitors labelled with its Helm release name

@@ -5,6 +5,7 @@ sidecars, and an app that trusts the pod CA without ever seeing the certificate'
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -18,32 +19,51 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPONENT = ROOT / "k8s" / "components" / "transparent"
 OVERLAY = ROOT / "k8s" / "overlays" / "transparent"
 CERTS_DIR = "/etc/cascade-certs"
-GENERATE = ["envoy-config", "--config", str(ROOT / "k8s" / "base" / "config.yaml"),
-            "--listen", "127.0.0.1:10000", "--envoy-admin", "127.0.0.1:9901", "--health", "0.0.0.0:9902",
+KEY_DIR = "/var/run/secrets/cascade"
+# As k8s/base/envoy.yaml (tests/unit/test_k8s.py), plus the transparent listener. IPv4 only:
+# capture.sh redirects IPv6 only with CAPTURE_IPV6=true, which needs '--transparent [::1]:15443'
+# as well (test_ipv6_capture_needs_the_ipv6_listener).
+GENERATE = ["envoy-config", "--config", "k8s/base/config.yaml", "--listen", "127.0.0.1:10000",
+            "--envoy-admin", "unix:/var/run/envoy-admin/admin.sock", "--health", "[::]:9902",
             "--transparent", "127.0.0.1:15443", "--certs", CERTS_DIR]
 RULE = ("-p tcp --dport 443 -m owner ! --uid-owner 101 -m owner ! --uid-owner 10001 "
         "-j REDIRECT --to-ports 15443")
 ENVOY_UID, SERVER_UID = 101, 10001
 
 
-def test_committed_bootstrap_is_current(capsys):
+def commands(doc: Path) -> str:
+    """A file's text with shell line continuations joined (in comments too) and whitespace
+    collapsed, to find a documented command in it."""
+    return " ".join(re.sub(r"\\\s*\n\s*#?", " ", doc.read_text()).split())
+
+
+def test_committed_bootstrap_is_current(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
     assert cli.main(GENERATE) == 0
     assert capsys.readouterr().out == (COMPONENT / "envoy.yaml").read_text(), (
-        "k8s/components/transparent/envoy.yaml is stale: run `.venv/bin/cascade-extproc "
-        + " ".join(a if a != str(ROOT / "k8s" / "base" / "config.yaml") else "k8s/base/config.yaml"
-                   for a in GENERATE) + " > k8s/components/transparent/envoy.yaml`")
+        f"k8s/components/transparent/envoy.yaml is stale: run `.venv/bin/cascade-extproc {shlex.join(GENERATE)}"
+        " > k8s/components/transparent/envoy.yaml`")
+
+
+@pytest.mark.parametrize("doc", ["k8s/components/transparent/kustomization.yaml", "docs/transparent.md"])
+def test_the_command_is_documented(doc):
+    """Where the command is written down, it is the one this test runs."""
+    assert f"cascade-extproc {shlex.join(GENERATE)} > k8s/components/transparent/envoy.yaml" in commands(ROOT / doc)
 
 
 def test_envoy_validates_it(tmp_path):
-    """With real certificates where the pod has them (the path rewritten to a temporary one)."""
+    """With real certificates and a draft key where the pod has them (the paths rewritten to
+    temporary ones)."""
     from cascade_extproc.envoy_proc import envoy_binary
 
     (tmp_path / "system.pem").write_text("")
     certs.generate(tmp_path / "c", ["api.anthropic.com", "api.openai.com"], system_bundle_path=tmp_path / "system.pem")
+    (tmp_path / "k").mkdir()
+    (tmp_path / "k" / "draft-key").write_text("sk-test\n")
     text = (COMPONENT / "envoy.yaml").read_text()
-    assert f"{CERTS_DIR}/leaf.pem" in text
+    assert f"{CERTS_DIR}/leaf.pem" in text and f"{KEY_DIR}/draft-key" in text
     path = tmp_path / "envoy.yaml"
-    path.write_text(text.replace(CERTS_DIR, str(tmp_path / "c")))
+    path.write_text(text.replace(CERTS_DIR, str(tmp_path / "c")).replace(KEY_DIR, str(tmp_path / "k")))
     out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -137,3 +157,28 @@ def test_pod_wiring(built):
     assert env["SSL_CERT_FILE"] == env["REQUESTS_CA_BUNDLE"] == env["CURL_CA_BUNDLE"] == at["bundle.pem"]
     assert env["NODE_EXTRA_CA_CERTS"] == at["ca.pem"]
     assert "ANTHROPIC_BASE_URL" not in env and "OPENAI_BASE_URL" not in env
+
+
+def test_ipv6_capture_needs_the_ipv6_listener(built):
+    """capture.sh redirects IPv6 only with CAPTURE_IPV6=true, to [::1]:15443: Envoy must then
+    listen there too, or every HTTPS connection the app makes over IPv6 is refused. Off by
+    default, and the bootstrap IPv4 only: Envoy cannot bind ::1 in a pod without IPv6."""
+    lines = (COMPONENT / "capture.sh").read_text().splitlines()
+    guard = lines.index('if [ "${CAPTURE_IPV6:-false}" = true ]; then')  # at the top level
+    end = lines.index("fi", guard)  # its own fi: the first one at the top level after it
+    ip6 = [i for i, ln in enumerate(lines) if "ip6tables" in ln and not ln.lstrip().startswith("#")]
+    assert ip6 and all(guard < i < end for i in ip6), "ip6tables outside the CAPTURE_IPV6 guard"
+
+    spec = _pod(built)
+    env = {e["name"]: e["value"] for e in _by_name(spec["initContainers"])["cascade-capture"]["env"]}
+    envoy = _by_name(spec["initContainers"])["envoy"]
+    ecm = _by_name(spec["volumes"])[_by_name(envoy["volumeMounts"])["envoy-config"]["name"]]["configMap"]["name"]
+    boot = yaml.safe_load(_config_map(built, ecm)["data"]["envoy.yaml"])
+    t = next(ln for ln in boot["static_resources"]["listeners"] if ln["name"] == "transparent")
+    addresses = {(a["socket_address"]["address"], a["socket_address"]["port_value"])
+                 for a in (t["address"], *(x["address"] for x in t.get("additional_addresses", [])))}
+    port = int(re.search(r"--to-ports (\d+)", RULE).group(1))
+    assert ("127.0.0.1", port) in addresses
+    assert (("::1", port) in addresses) == (env["CAPTURE_IPV6"] == "true"), (
+        "CAPTURE_IPV6=true needs the bootstrap regenerated with --transparent '[::1]:15443' as well "
+        "(and only then: Envoy cannot bind ::1 in a pod without IPv6)")

@@ -7,7 +7,8 @@
 # Run once per pod start by the `cascade-capture` init container (root, NET_ADMIN + NET_RAW only);
 # idempotent. tests/e2e/test_transparent.py runs this very file in a network namespace.
 #
-# CAPTURE_IPV6=true: capture IPv6 too (Envoy must then also listen on [::1]:15443).
+# CAPTURE_IPV6=true: capture IPv6 too (Envoy must then also listen on [::1]:15443: its bootstrap
+# generated with --transparent '[::1]:15443' as well, see kustomization.yaml).
 # BLOCK_QUIC=true: reject UDP 443 (HTTP/3), so clients fall back to TCP, which is captured.
 set -eu
 
