@@ -38,7 +38,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1
 # Numeric, so the kubelet can check runAsNonRoot without a passwd entry.
 USER 10001:10001
-# 50051: ext_proc gRPC (for Envoy, on the pod's loopback). 9464: /metrics, /healthz, /readyz, /dashboard.
-EXPOSE 50051 9464
+# 9464: /metrics, /healthz, /readyz, /dashboard. The ext_proc server listens on a Unix socket in a
+# volume shared with Envoy only (k8s/base/config.yaml), never on a port the app could reach.
+EXPOSE 9464
 ENTRYPOINT ["cascade-extproc"]
 CMD ["serve", "--config", "/etc/cascade/config.yaml"]

@@ -72,7 +72,7 @@ def test_runtime_contract():
     assert final("USER") == ["10001:10001"]  # numeric: runAsNonRoot can be checked
     assert [json.loads(a) for a in final("ENTRYPOINT")] == [["cascade-extproc"]]
     assert [json.loads(a) for a in final("CMD")] == [["serve", "--config", "/etc/cascade/config.yaml"]]
-    assert final("EXPOSE") == ["50051 9464"]
+    assert final("EXPOSE") == ["9464"]  # ext_proc is on a Unix socket, not a port
     env = " ".join(final("ENV"))
     assert "PATH=/opt/venv/bin:$PATH" in env and "PYTHONDONTWRITEBYTECODE=1" in env
 
