@@ -20,6 +20,7 @@ from cascade_extproc.extproc.handler import Runtime, runtime_from
 from cascade_extproc.extproc.servicer import ExternalProcessor
 from cascade_extproc.ledger import Ledger
 from cascade_extproc.metrics import Metrics
+from cascade_extproc.relay import Relay
 from cascade_extproc.reload import ConfigWatcher
 
 log = logging.getLogger("cascade_extproc")
@@ -62,6 +63,9 @@ class App:
         self.ledger.mode = cfg.mode
         self.grpc_port = 0
         self.admin_port = 0
+        self.relay_port = 0
+        self.relay = Relay()  # outlives config reloads: skipped requests in flight keep their tickets
+        self._relay: web.AppRunner | None = None
         self._ready = False
         self._runtime: Runtime | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -78,7 +82,7 @@ class App:
         cfg = self.cfg
         # One pooled session for all provider calls; per-call timeouts are set by the cascade.
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
-        self._runtime = runtime_from(cfg, self._session)
+        self._runtime = runtime_from(cfg, self._session, self.relay)
         limit = cfg.limits.max_body_bytes + 1024 * 1024  # the body plus the message around it
         self._grpc = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", limit),
@@ -96,6 +100,17 @@ class App:
             # Envoy and this server only: in Kubernetes the socket's volume is mounted into those
             # two containers, never into the app's (docs/kubernetes.md).
             os.chmod(grpc_addr.path, SOCKET_MODE)
+        # On shutdown, skipped answers being streamed get the same grace as cascades.
+        self._relay = web.AppRunner(self.relay.app(), access_log=None, shutdown_timeout=cfg.shutdown_grace_s)
+        await self._relay.setup()
+        relay_addr = Addr.parse(cfg.listen.relay)
+        if relay_addr.is_unix:
+            await web.UnixSite(self._relay, relay_addr.path).start()
+            os.chmod(relay_addr.path, SOCKET_MODE)
+        else:
+            relay_sock = listening_socket(relay_addr)
+            await web.SockSite(self._relay, relay_sock).start()
+            self.relay_port = relay_sock.getsockname()[1]
         self._admin = web.AppRunner(admin.build(self.metrics, lambda: self._ready,
                                                 dashboard_data=self.ledger.dashboard), access_log=None)
         await self._admin.setup()
@@ -115,7 +130,7 @@ class App:
     def apply(self, cfg: Config) -> None:
         """Use `cfg` for every request from now on (the watcher refuses what needs a restart)."""
         assert self._session is not None
-        self._runtime = runtime_from(cfg, self._session)
+        self._runtime = runtime_from(cfg, self._session, self.relay)
         self.cfg = cfg
         self.ledger.mode = cfg.mode
         logging.getLogger().setLevel(cfg.log_level.upper())
@@ -128,8 +143,8 @@ class App:
         if self._watcher:
             self._watcher.cancel()
         await self._health.enter_graceful_shutdown()
-        if self._grpc:
-            await self._grpc.stop(grace_s)
+        await asyncio.gather(*([self._grpc.stop(grace_s)] if self._grpc else []),
+                             *([self._relay.cleanup()] if self._relay else []))
         if self._admin:
             await self._admin.cleanup()
         if self._session:

@@ -51,12 +51,15 @@ class CascadeCall:
 
 def draft_body(req: Request, draft_api: Api, model: str, stream: bool = False) -> bytes:
     """The request for the draft: the client's own bytes with the model swapped, or a translation
-    (which streams when `stream`; the client's bytes keep the client's choice)."""
+    (which streams when `stream`; the client's bytes keep the client's choice). The draft is never
+    asked to think: its reasoning could not be shown to the client (provenance)."""
     if draft_api is req.api:
         raw = req.raw
         if req.api is Api.ANTHROPIC and provenance.might_need_changes(raw):
             fixed = provenance.for_draft(req.body)
             raw = dumps(fixed) if fixed is not None else raw
+        if req.api is Api.ANTHROPIC and provenance.thinking_on(req.body):
+            raw = splice.replace_value(raw, "thinking", provenance.THINKING_OFF)
         return splice.replace_value(raw, "model", model)
     neutral = CODECS[req.api].decode_request(req.body)
     neutral.model, neutral.stream = model, stream
@@ -64,11 +67,17 @@ def draft_body(req: Request, draft_api: Api, model: str, stream: bool = False) -
 
 
 def strong_body(req: Request) -> bytes:
-    """The client's bytes, unless the history holds blocks the strong provider would refuse."""
-    if req.api is Api.ANTHROPIC and provenance.might_need_changes(req.raw, for_strong_provider=True):
+    """The client's bytes, unless the strong provider would refuse them: a history with (older
+    versions') tagged draft thinking, or a draft's tool call where thinking is on (thinking off for
+    this request, spliced so every other byte, and the prompt cache, stays)."""
+    if req.api is not Api.ANTHROPIC:
+        return req.raw
+    if provenance.might_need_changes(req.raw, for_strong_provider=True):
         fixed = provenance.for_strong(req.body)
         if fixed is not None:
             return dumps(fixed)
+    if provenance.final_tool_turn_lacks_thinking(req.body):
+        return splice.replace_value(req.raw, "thinking", provenance.THINKING_OFF)
     return req.raw
 
 
@@ -95,7 +104,7 @@ async def run(req: Request, call: CascadeCall) -> Outcome:
             draft_body(req, call.draft.api, call.draft_model), call.draft_headers, call.draft_timeout_s))
     except ProviderError as exc:
         raise CascadeError("draft", exc) from exc
-    provenance.tag_response(draft)
+    provenance.strip_reasoning(draft)
     nonce = verify.new_nonce()
     try:
         verdict = await _timed(call, "strong", "verify", call.strong.complete(

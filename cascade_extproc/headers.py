@@ -15,16 +15,21 @@ PATH_HEADER = "x-cascade-path"  # response header: the path a request took
 ROUTE_HEADER = "x-cascade-route"  # once the draft-route selector; still never taken from a client
 METADATA_NAMESPACE = "cascade"  # dynamic metadata namespace Envoy accepts from the servicer
 API_HEADER = "x-cascade-api"  # set by Envoy on transparently captured traffic: the host's API
-INTERNAL_HEADERS = (ROUTE_HEADER, API_HEADER)  # stripped from clients before anything routes
+# A skipped request's ticket at the relay (relay.py): set by the relay route from the server's
+# metadata; never taken from a client.
+TICKET_HEADER = "x-cascade-ticket"
+RELAY_PATH = "/relay"
+INTERNAL_HEADERS = (ROUTE_HEADER, API_HEADER, TICKET_HEADER)  # stripped from clients before anything routes
 
 # The client's identity at the strong provider: never sent to the draft provider.
 CLIENT_CREDENTIALS = ("x-api-key", "authorization", "openai-organization", "openai-project")
 DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 
-# Dynamic metadata the server sets on a skipped request: ROUTE_KEY selects the draft route (a
-# client cannot set metadata, so cannot pick the draft). The draft key is not in it: Envoy reads
-# the key itself (envoy_config.draft_key_secret).
+# Dynamic metadata the server sets on a skipped request: ROUTE_KEY = RELAY_ROUTE selects the relay
+# route (a client cannot set metadata, so cannot pick it), TICKET_KEY is the ticket it carries.
 ROUTE_KEY = "route"
+RELAY_ROUTE = "relay"
+TICKET_KEY = "ticket"
 
 # Envoy sends the server no request-headers message (a round trip fewer on every call): the
 # request headers the server reads arrive as request_attributes with the body.

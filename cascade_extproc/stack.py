@@ -50,7 +50,8 @@ async def up(cfg: Config, *, listen: str, admin: str | None, force_sim: bool) ->
         cfg = dataclasses.replace(cfg, listen=dataclasses.replace(cfg.listen, admin=admin))
     # Envoy reaches the server over a Unix socket: no TCP stack between them, no port to pick.
     sock_dir = tempfile.mkdtemp(prefix="cascade-")
-    cfg = dataclasses.replace(cfg, listen=dataclasses.replace(cfg.listen, grpc=f"unix:{sock_dir}/extproc.sock"))
+    cfg = dataclasses.replace(cfg, listen=dataclasses.replace(cfg.listen, grpc=f"unix:{sock_dir}/extproc.sock",
+                                                              relay=f"unix:{sock_dir}/relay.sock"))
     simulated = force_sim or not _has_real_keys(cfg)
     sims: list[SimProvider] = []
     if simulated:

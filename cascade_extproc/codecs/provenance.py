@@ -1,14 +1,14 @@
 """Mixed-provider conversations: keep a history valid for whichever provider gets it (pure).
 
-A thinking block's signature is only valid at the provider that issued it; the strong provider
-rejects a draft's signature and the other way round. Draft-issued signatures are tagged on the
-way to the client (DRAFT_TAG + signature). Before a request leaves:
-- for the strong provider, draft-tagged thinking blocks are dropped;
-- for the draft provider, tags are removed (the draft sees its own signatures) and the strong
-  provider's thinking and redacted_thinking blocks are dropped.
-Either way, if that leaves a final assistant tool_use turn without its thinking while thinking
-is on (an active tool loop), the API would refuse the request, so thinking is turned off for
-that one request.
+A thinking block's signature is only valid at the provider that issued it. So the draft is asked
+without thinking and its reasoning is never shown to the client: a history holds no signature
+the strong provider would refuse, whether or not the sidecar is there to clean it. What such a
+history can still lack is the strong model's own thinking before a tool call the draft made: with
+thinking on, the API refuses a final assistant tool_use turn that does not start with a thinking
+block, so thinking is turned off for that one request (here while the sidecar is up; by Envoy's
+fail-open Lua filter when it is not).
+Histories from earlier versions carry draft signatures tagged DRAFT_TAG: dropped for the strong
+provider, untagged for the draft. The strong provider's thinking never goes to the draft.
 Anthropic Messages only: Chat Completions requests carry no signed reasoning.
 """
 from __future__ import annotations
@@ -23,15 +23,25 @@ _THINKING = ("thinking", "redacted_thinking")
 _DRAFT_TAG_BYTES = DRAFT_TAG.encode()
 
 
-def tag_signature(signature: str) -> str:
-    return signature if signature.startswith(DRAFT_TAG) else DRAFT_TAG + signature
-
-
-def tag_response(resp: Response) -> Response:
-    for b in resp.blocks:
-        if b.type == "thinking":
-            b.signature = tag_signature(b.signature)
+def strip_reasoning(resp: Response) -> Response:
+    """The draft's answer as the client may see it: without its thinking blocks."""
+    resp.blocks = [b for b in resp.blocks if b.type not in _THINKING]
     return resp
+
+
+def thinking_on(body: dict[str, Any]) -> bool:
+    t = body.get("thinking")
+    return isinstance(t, dict) and t.get("type") in ("enabled", "adaptive")
+
+
+def final_tool_turn_lacks_thinking(body: dict[str, Any]) -> bool:
+    """With thinking on, the API wants a final assistant tool_use turn to start with thinking."""
+    if not thinking_on(body):
+        return False
+    final = _final_turn(body)
+    first = final[0] if final else None
+    starts_thinking = isinstance(first, dict) and first.get("type") in _THINKING
+    return not starts_thinking and any(isinstance(b, dict) and b.get("type") == "tool_use" for b in final)
 
 
 def might_need_changes(raw: bytes, *, for_strong_provider: bool = False) -> bool:
@@ -80,23 +90,17 @@ def _filter(body: dict[str, Any], keep, untag: bool) -> dict[str, Any] | None:
         return None
     out = copy.copy(body)
     out["messages"] = messages
-    if "thinking" in out and _tool_turn_lost_thinking(body, out):
-        del out["thinking"]
+    if final_tool_turn_lacks_thinking(out):
+        out["thinking"] = THINKING_OFF
     return out
 
 
-def _tool_turn_lost_thinking(before: dict[str, Any], after: dict[str, Any]) -> bool:
-    """With thinking on, the API wants a final assistant tool_use turn to start with its thinking."""
-    def final_turn(body: dict[str, Any]) -> list[Any]:
-        for m in reversed(body.get("messages") or []):
-            if isinstance(m, dict) and m.get("role") == "assistant":
-                c = m.get("content")
-                return c if isinstance(c, list) else []
-        return []
+THINKING_OFF = {"type": "disabled"}
 
-    def thinks(blocks: list[Any]) -> bool:
-        return any(isinstance(b, dict) and b.get("type") in _THINKING for b in blocks)
 
-    final = final_turn(after)
-    uses_tool = any(isinstance(b, dict) and b.get("type") == "tool_use" for b in final)
-    return uses_tool and thinks(final_turn(before)) and not thinks(final)
+def _final_turn(body: dict[str, Any]) -> list[Any]:
+    for m in reversed(body.get("messages") or []):
+        if isinstance(m, dict) and m.get("role") == "assistant":
+            c = m.get("content")
+            return c if isinstance(c, list) else []
+    return []

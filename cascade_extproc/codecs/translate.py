@@ -1,16 +1,16 @@
 """Read, meter and rewrite a provider's answer on its way to the client (pure).
 
-Used where Envoy streams a provider's answer to the client and hands it to us on the way:
-whole (JSON) or chunk by chunk (SSE). We take the usage from it (metering), may keep the whole
-answer (shadow comparisons), and may rewrite it: into the client's API, with the draft's thinking
-signatures tagged, or without the usage chunk we asked for on the client's behalf.
+Used where a provider's answer passes on its way to the client: whole (JSON) or chunk by chunk
+(SSE). We take the usage from it (metering), may keep the whole answer (shadow comparisons), and
+may rewrite it: into the client's API, without the draft's reasoning, or without the usage
+chunk we asked for on the client's behalf.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 
-from cascade_extproc.codecs import CodecError, anthropic, openai, provenance
+from cascade_extproc.codecs import CodecError, anthropic, openai
 from cascade_extproc.codecs.sse import SseParser
 from cascade_extproc.codecs.stream import Assembler, StreamFailed
 from cascade_extproc.types import (Api, BlockDelta, BlockStart, BlockStop, Response, StreamEnd,
@@ -24,7 +24,7 @@ _PARSE_ERRORS = (ValueError, KeyError, TypeError, AttributeError, CodecError)
 class ResponsePlan:
     client: Api  # the format the client expects
     upstream: Api  # the format the provider answers in
-    tag_thinking: bool  # mark the draft's thinking signatures (see provenance)
+    strip_thinking: bool  # drop the draft's reasoning (see provenance: never shown to the client)
     include_usage: bool  # OpenAI clients: did they ask for the usage chunk
     created: int
 
@@ -34,7 +34,7 @@ class ResponsePlan:
 
     @property
     def rewriting(self) -> bool:
-        return self.translating or self.tag_thinking
+        return self.translating or self.strip_thinking
 
 
 class StreamTap:
@@ -80,39 +80,50 @@ def read_json(api: Api, body: bytes) -> Response | None:
 
 
 class ResponseTranslator:
-    """Rewrites the answer into the client's API, tagging the draft's thinking on the way."""
+    """Rewrites the answer into the client's API, without the draft's reasoning blocks."""
 
     def __init__(self, plan: ResponsePlan):
         self.plan = plan
         self.tap = StreamTap(plan.upstream)
         self._encoder = (anthropic.StreamEncoder() if plan.client is Api.ANTHROPIC
                          else openai.StreamEncoder(plan.created, plan.include_usage))
-        self._thinking: set[int] = set()
-        self._signed: set[int] = set()
+        self._index: dict[int, int] = {}  # upstream block index -> the client's (reasoning dropped)
+        self._dropped: set[int] = set()
 
     def json_body(self, resp: Response) -> bytes:
-        if self.plan.tag_thinking:
-            provenance.tag_response(resp)
+        if self.plan.strip_thinking:
+            resp.blocks = [b for b in resp.blocks if b.type not in REASONING]
         if self.plan.client is Api.ANTHROPIC:
             return anthropic.encode_json(resp)
         return openai.encode_json(resp, self.plan.created)
 
     def stream_chunk(self, chunk: bytes, end: bool = False) -> bytes:
-        return b"".join(self._encoder.encode(out) for ev in self.tap.feed(chunk, end) for out in self._tag(ev))
+        return self.encode(self.tap.feed(chunk, end))
 
-    def _tag(self, ev: StreamEvent) -> list[StreamEvent]:
-        if not self.plan.tag_thinking:
+    def encode(self, events: list[StreamEvent]) -> bytes:
+        return b"".join(self._encoder.encode(out) for ev in events for out in self._strip(ev))
+
+    def _strip(self, ev: StreamEvent) -> list[StreamEvent]:
+        if not self.plan.strip_thinking or not isinstance(ev, (BlockStart, BlockDelta, BlockStop)):
             return [ev]
-        if isinstance(ev, BlockStart) and ev.block.type == "thinking":
-            self._thinking.add(ev.index)
-        elif isinstance(ev, BlockDelta) and ev.kind == "signature" and ev.index in self._thinking:
-            self._signed.add(ev.index)
-            return [BlockDelta(ev.index, "signature", provenance.tag_signature(ev.value))]
-        elif isinstance(ev, BlockStop) and ev.index in self._thinking and ev.index not in self._signed:
-            # Chat Completions reasoning has no signature: give it the draft tag all the same,
-            # so the next turn does not hand an unsigned block to the strong provider.
-            return [BlockDelta(ev.index, "signature", provenance.tag_signature("")), ev]
-        return [ev]
+        if isinstance(ev, BlockStart):
+            if ev.block.type in REASONING:
+                self._dropped.add(ev.index)
+                return []
+            self._index[ev.index] = len(self._index)
+        if ev.index in self._dropped:
+            return []
+        index = self._index.get(ev.index, ev.index)
+        if index == ev.index:
+            return [ev]
+        if isinstance(ev, BlockStart):
+            return [BlockStart(index, ev.block)]
+        if isinstance(ev, BlockDelta):
+            return [BlockDelta(index, ev.kind, ev.value)]
+        return [BlockStop(index)]
+
+
+REASONING = ("thinking", "redacted_thinking")
 
 
 class UsageChunkDropper:

@@ -17,12 +17,14 @@ from cascade_extproc.codecs.translate import ResponsePlan
 from cascade_extproc.config import Config
 from cascade_extproc.extproc import mutations
 from cascade_extproc.extproc.response import ResponseSide
-from cascade_extproc.headers import (API_HEADER, CLIENT_PATHS, DEFAULT_ANTHROPIC_VERSION, PROVIDER_PATHS,
-                                     REQUEST_ATTRIBUTES)
+from cascade_extproc.headers import (API_HEADER, CLIENT_PATHS, DEFAULT_ANTHROPIC_VERSION, PATH_HEADER,
+                                     PROVIDER_PATHS, REQUEST_ATTRIBUTES)
 from cascade_extproc.ledger import Ledger, RequestRecord
 from cascade_extproc.pricing import PriceTable, request_costs
 from cascade_extproc.providers import HttpProvider, ProviderError
+from cascade_extproc.relay import Relay
 from cascade_extproc.routing.router import Router
+from cascade_extproc.skipped import SkipCall
 from cascade_extproc.types import Api, Decision, Path, Request, Response, Route
 
 log = logging.getLogger("cascade_extproc.handler")
@@ -42,6 +44,7 @@ class Runtime:
     router: Router
     prices: PriceTable
     providers: dict[tuple[Api, str], HttpProvider]  # (client api, "draft" | "strong")
+    relay: Relay = field(default_factory=Relay)
     shadow_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
     cascade_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
 
@@ -81,6 +84,8 @@ class Exchange:
         self.req: Request | None = None
         self.response: ResponseSide | None = None  # set when we watch the answer
         self._strong_answer: asyncio.Future[Response | None] | None = None  # shadow comparisons
+        self._skip_call: SkipCall | None = None  # skipped: the relay serves it and finishes the record
+        self._ticket = ""
         self._recorded = False
 
     # ---- request ---------------------------------------------------------------------------
@@ -121,6 +126,9 @@ class Exchange:
         if self.rt.cfg.mode == "shadow":
             yield self._shadow(req, decision)
             return
+        if decision.route is not Route.DIRECT and not _client_credentials(req):
+            # Not served at the sidecar's expense: the strong provider answers it (its 401).
+            decision = Decision(Route.DIRECT, "no-client-credentials", decision.features)
         if decision.route is Route.DIRECT:
             self._start(api, Path.DIRECT, decision.rule, req.model)
             yield self._to_strong(req, Path.DIRECT)
@@ -131,7 +139,7 @@ class Exchange:
             return
         if decision.route is Route.SKIPPED:
             try:
-                resp = self._skip(req, decision.rule)
+                resp = self._skip(req, decision.rule, draft_key)
             except Exception:
                 log.exception("skipped-path rewrite failed")
                 yield self._fallback(req, decision.rule, "internal-error")
@@ -163,20 +171,41 @@ class Exchange:
         self.response = ResponseSide(req.api, drop_usage_chunk=ask_usage) if self.rt.cfg.metering else None
         return mutations.continue_body(path, None if body is req.raw else body)
 
-    def _skip(self, req: Request, rule: str) -> ep.ProcessingResponse:
-        draft = self.rt.cfg.providers.for_api(req.api).draft
+    def _skip(self, req: Request, rule: str, draft_key: str) -> ep.ProcessingResponse:
+        """Hand the request to the relay (skipped.py), which asks the draft and streams its answer
+        back through Envoy: this server keeps the request under a ticket, Envoy takes the relay
+        route with it and an empty body."""
+        cfg = self.rt.cfg
+        draft = cfg.providers.for_api(req.api).draft
         draft_api = draft.api(req.api)
         body = cascade.draft_body(req, draft_api, draft.model, stream=req.stream)
-        ask_usage = draft_api is req.api and _needs_usage_chunk(req, self.rt.cfg)
-        if ask_usage:
+        ask_usage = _needs_usage_chunk(req, cfg)
+        if ask_usage and draft_api is req.api:
             body = _ask_usage(body)
-        tag = req.api is Api.ANTHROPIC and (draft_api is not req.api or "thinking" in req.body)
-        plan = ResponsePlan(req.api, draft_api, tag, req.wants_usage_chunk, int(time.time()))
-        self.response = ResponseSide(draft_api, plan, drop_usage_chunk=ask_usage, recover=True, client=req.api)
+        strong_body = cascade.strong_body(req)
+        if ask_usage:
+            strong_body = _ask_usage(strong_body)
+        # The draft's reasoning never reaches the client (provenance): it is asked without
+        # thinking; should it think anyway, its blocks are dropped on the way.
+        strip = draft_api is Api.ANTHROPIC and "thinking" in req.body
+        plan = ResponsePlan(req.api, draft_api, strip, req.wants_usage_chunk, int(time.time()))
         self._start(req.api, Path.SKIPPED, rule, req.model, served=draft.model)
-        # The draft route rewrites the path and removes the client's credentials; the draft
-        # cluster sets the draft key.
-        return mutations.reroute_body(body, f"draft-{req.api}")
+        self._skip_call = SkipCall(
+            req=req, body=body, plan=plan,
+            draft=self.rt.providers[(req.api, "draft")], draft_headers=_draft_auth(req, draft_api, draft_key),
+            strong=self.rt.providers[(req.api, "strong")], strong_headers=_strong_headers(req),
+            strong_body=strong_body, timeout_s=cfg.cascade.draft_timeout_s,
+            strong_timeout_s=cfg.cascade.verify_timeout_s, on_done=self._skip_done, served_model=draft.model,
+            drop_usage=ask_usage)
+        self._ticket = self.rt.relay.register(self._skip_call)
+        return mutations.to_relay(self._ticket, usage_injected=ask_usage)
+
+    def _skip_done(self, call: SkipCall) -> None:
+        rec = self.record
+        assert rec is not None
+        rec.path, rec.usage, rec.served_model, rec.fallback_reason = str(call.path), call.usage, call.served_model, call.reason
+        self._recorded = False
+        self._finish_record(call.status)
 
     async def _cascade(self, req: Request, draft_key: str, rule: str) -> ep.ProcessingResponse:
         cfg = self.rt.cfg
@@ -186,7 +215,7 @@ class Exchange:
             draft_model=draft.model,
             draft_headers=_draft_auth(req, draft.api(req.api), draft_key),
             strong=self.rt.providers[(req.api, "strong")],
-            strong_headers={k: req.headers[k] for k in STRONG_HEADERS[req.api] if k in req.headers},
+            strong_headers=_strong_headers(req),
             draft_timeout_s=cfg.cascade.draft_timeout_s,
             verify_timeout_s=cfg.cascade.verify_timeout_s,
             on_call=self.ledger.metrics.provider_duration,
@@ -257,14 +286,22 @@ class Exchange:
     # ---- response --------------------------------------------------------------------------
 
     async def on_response_headers(self, msg: ep.HttpHeaders) -> AsyncIterator[ep.ProcessingResponse]:
+        call = self._skip_call
+        if call is not None:
+            if not call.taken and _status(msg) >= 400:
+                # Envoy could not reach the relay (its own error reply): answer from the strong model.
+                self.rt.relay.discard(self._ticket)
+                async for resp in self._recover(f"relay-http-{_status(msg)}"):
+                    yield resp
+                return
+            # The relay answered: with the draft, or, when the draft failed first, the strong model.
+            yield mutations.response_headers(mutations.Mode.NONE,
+                                             {PATH_HEADER: str(call.path)} if call.path is not Path.SKIPPED else None)
+            return
         if self.response is None:
             yield mutations.passthrough("response_headers")
             return
         out = self.response.on_headers(msg)
-        if self.response.needs_recovery:
-            async for resp in self._recover(f"draft-http-{self.response.status}"):
-                yield resp
-            return
         if self.response.finished:
             self.finish(self.response.status)
         yield out
@@ -274,26 +311,22 @@ class Exchange:
             yield mutations.passthrough("response_body")
             return
         out = self.response.on_body(msg)
-        if self.response.needs_recovery:
-            async for resp in self._recover("draft-malformed"):
-                yield resp
-            return
         if self.response.finished:
             self.finish(self.response.status)
         yield out
 
     async def _recover(self, reason: str) -> AsyncIterator[ep.ProcessingResponse]:
-        """The draft failed on the skipped path: answer from the strong model ourselves, so an
+        """The relay could not be reached: answer from the strong model ourselves, so an
         answerable request never turns into an error."""
         req, rec = self.req, self.record
         assert req is not None and rec is not None
         timeout = self.rt.cfg.cascade.verify_timeout_s
         yield mutations.extend_timeout(timeout + 5)
         rec.path, rec.fallback_reason, rec.usage = str(Path.FALLBACK), reason, {}
-        self.response = None
-        headers = {k: req.headers[k] for k in STRONG_HEADERS[req.api] if k in req.headers}
+        self._skip_call = None
         try:
-            answer = await self.rt.providers[(req.api, "strong")].complete(cascade.strong_body(req), headers, timeout)
+            answer = await self.rt.providers[(req.api, "strong")].complete(cascade.strong_body(req),
+                                                                          _strong_headers(req), timeout)
         except ProviderError as exc:
             status = exc.status or 502
             self.finish(status)
@@ -314,7 +347,17 @@ class Exchange:
                                     path=str(path), rule=rule, model=model, served_model=served or model)
 
     def finish(self, status: int = 0) -> None:
-        """Complete the record (usage, costs, latency) and hand it to the ledger, once."""
+        """Complete the record (usage, costs, latency) and hand it to the ledger, once. A skipped
+        request's record is the relay's to finish, unless the relay never got it."""
+        call = self._skip_call
+        if call is not None and not self._recorded:
+            if call.taken:
+                return
+            if self.rt.relay.discard(self._ticket) is not None:  # the client left before Envoy routed it
+                call.status, call.reason = 499, "client-gone"
+        self._finish_record(status)
+
+    def _finish_record(self, status: int = 0) -> None:
         if self._recorded or self.record is None:
             return
         self._recorded = True
@@ -322,8 +365,8 @@ class Exchange:
         rec.status = status or (resp.status if resp else 0)
         rec.latency_s = time.monotonic() - self.started
         if resp is not None and resp.usage is not None:
-            rec.usage["draft" if rec.path == "skipped" else "strong"] = resp.usage
-            if resp.answer is not None and resp.answer.model and rec.path != "skipped":
+            rec.usage["strong"] = resp.usage
+            if resp.answer is not None and resp.answer.model:
                 rec.served_model = resp.answer.model
         if self._strong_answer is not None and not self._strong_answer.done():
             self._strong_answer.set_result(resp.answer if resp else None)
@@ -333,6 +376,23 @@ class Exchange:
                 rec.path, self.rt.prices, self.req.model, draft.model, rec.usage.get("strong"),
                 rec.usage.get("draft"), self.rt.cfg.router.economics.instruction_tokens)
         self.ledger.record(rec)
+
+
+def _status(msg: ep.HttpHeaders) -> int:
+    for h in msg.headers.headers:
+        if h.key == ":status":
+            return int((h.raw_value.decode() or h.value or "0"))
+    return 0
+
+
+def _client_credentials(req: Request) -> bool:
+    """Whether the client sent what the strong provider authenticates it by."""
+    keys = ("x-api-key", "authorization") if req.api is Api.ANTHROPIC else ("authorization",)
+    return any(req.headers.get(k, "").strip() for k in keys)
+
+
+def _strong_headers(req: Request) -> dict[str, str]:
+    return {k: req.headers[k] for k in STRONG_HEADERS[req.api] if k in req.headers}
 
 
 def _needs_usage_chunk(req: Request, cfg: Config) -> bool:
@@ -364,7 +424,7 @@ def _encode(req: Request, resp: Response) -> tuple[bytes, str]:
     return openai.encode_json(resp, created), codecs.CONTENT_TYPE_JSON
 
 
-def runtime_from(cfg: Config, session, make_provider: Callable = HttpProvider) -> Runtime:
+def runtime_from(cfg: Config, session, relay: Relay | None = None, make_provider: Callable = HttpProvider) -> Runtime:
     providers = {}
     for api in Api:
         pair = cfg.providers.for_api(api)
@@ -373,5 +433,6 @@ def runtime_from(cfg: Config, session, make_provider: Callable = HttpProvider) -
             providers[(api, role)] = make_provider(prov.api(api), prov.base_url, session)
     router = Router.from_config(cfg)
     return Runtime(cfg=cfg, router=router, prices=router.ctx.prices or PriceTable([]), providers=providers,
+                   relay=relay if relay is not None else Relay(),
                    shadow_slots=asyncio.Semaphore(cfg.shadow.max_concurrent),
                    cascade_slots=asyncio.Semaphore(cfg.cascade.max_concurrent))

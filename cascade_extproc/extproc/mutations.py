@@ -5,7 +5,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from cascade_extproc._proto import core_pb2, external_processor_pb2 as ep, http_status_pb2
 from cascade_extproc._proto import processing_mode_pb2
-from cascade_extproc.headers import METADATA_NAMESPACE, PATH_HEADER, ROUTE_KEY
+from cascade_extproc.headers import METADATA_NAMESPACE, PATH_HEADER, RELAY_ROUTE, ROUTE_KEY, TICKET_KEY
 from cascade_extproc.types import Path
 
 Mode = processing_mode_pb2.ProcessingMode
@@ -37,17 +37,26 @@ def continue_body(path: Path, body: bytes | None = None) -> ep.ProcessingRespons
     return _with_path(ep.ProcessingResponse(request_body=ep.BodyResponse(response=common)), path)
 
 
-def reroute_body(body: bytes, route: str) -> ep.ProcessingResponse:
-    """Replace the body and make Envoy pick the route again, the draft `route` (the skipped
-    path). Envoy applies no header edits of ours here (it sent no headers message), so the route
-    makes them, and the draft cluster sets the draft key: it never crosses this stream."""
+def to_relay(ticket: str, usage_injected: bool = False) -> ep.ProcessingResponse:
+    """Send a skipped request to the sidecar's relay, which holds the request under `ticket`:
+    an empty body, and Envoy picks the route again (the relay route, selected by this metadata).
+    Envoy applies no header edits of ours here (it sent no headers message): the route sets the
+    ticket header."""
     common = ep.CommonResponse(clear_route_cache=True)
-    common.body_mutation.body = body
+    common.body_mutation.body = b""
     # Present, empty: Envoy clears the route cache only for a response that has header edits.
     common.header_mutation.SetInParent()
     resp = _with_path(ep.ProcessingResponse(request_body=ep.BodyResponse(response=common)), Path.SKIPPED)
-    resp.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.update({ROUTE_KEY: route})
+    fields = {ROUTE_KEY: RELAY_ROUTE, TICKET_KEY: ticket}
+    if usage_injected:
+        fields[USAGE_INJECTED_KEY] = "1"
+    resp.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.update(fields)
     return resp
+
+
+# Set when the server asked an OpenAI stream for usage the client did not ask for: the chunk that
+# carries it is not the client's to see.
+USAGE_INJECTED_KEY = "usage_injected"
 
 
 def immediate(status: int, body: bytes, content_type: str, path: Path) -> ep.ProcessingResponse:

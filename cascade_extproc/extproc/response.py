@@ -1,52 +1,32 @@
 """One provider answer passing through Envoy: metered, kept or rewritten for the client."""
 from __future__ import annotations
 
-from cascade_extproc import codecs
 from cascade_extproc._proto import external_processor_pb2 as ep
-from cascade_extproc.codecs import anthropic, openai, sse
-from cascade_extproc.codecs.translate import (ResponsePlan, ResponseTranslator, StreamTap,
-                                              UsageChunkDropper, read_json)
+from cascade_extproc.codecs import sse
+from cascade_extproc.codecs.translate import StreamTap, UsageChunkDropper, read_json
 from cascade_extproc.extproc import mutations
 from cascade_extproc.extproc.mutations import Mode
-from cascade_extproc.types import Api, Response, StreamError, Usage
-
-
-# A draft's error is never the client's to see: the client's own credentials and provider were not
-# used (a refused draft key, a draft's smaller context window, its overload). From this status
-# on, the strong model answers instead: with the answer, or with its own, authoritative error.
-RECOVER_FROM = 400
+from cascade_extproc.types import Api, Response, Usage
 
 
 class ResponseSide:
-    """Envoy hands us the response headers, then (as we choose) the body whole or in chunks.
+    """Envoy hands us the response headers, then (as we choose) the body whole or in chunks: we
+    meter it, and keep the answer (shadow comparisons)."""
 
-    With `recover` (the skipped path), a failed draft is not the end: `needs_recovery` tells the
-    exchange to answer from the strong model instead, and a stream cut short is ended with an
-    error event in the client's format rather than left looking complete."""
-
-    def __init__(self, upstream: Api, plan: ResponsePlan | None = None, drop_usage_chunk: bool = False,
-                 recover: bool = False, client: Api | None = None):
+    def __init__(self, upstream: Api, drop_usage_chunk: bool = False):
         self.upstream = upstream
-        self.plan = plan if plan is not None and plan.rewriting else None
         self.drop_usage_chunk = drop_usage_chunk
         self.status = 0
         self.usage: Usage | None = None
         self.answer: Response | None = None
         self.finished = False
-        self.recover = recover
-        self.client = client or upstream
-        self.needs_recovery = False
         self._mode = ""  # "stream" | "json"
-        self._translator = ResponseTranslator(self.plan) if self.plan else None
-        self._tap = self._translator.tap if self._translator else StreamTap(upstream)
+        self._tap = StreamTap(upstream)
         self._dropper = UsageChunkDropper() if drop_usage_chunk else None
 
     def on_headers(self, msg: ep.HttpHeaders) -> ep.ProcessingResponse:
         headers = {h.key.lower(): h.raw_value.decode("utf-8", "replace") or h.value for h in msg.headers.headers}
         self.status = int(headers.get(":status", "0") or 0)
-        if self.recover and self.status >= RECOVER_FROM:
-            self.needs_recovery = True
-            return mutations.passthrough("response_headers")  # not sent: the exchange answers instead
         if msg.end_of_stream:
             self.finished = True
             return mutations.response_headers(Mode.NONE)
@@ -56,14 +36,11 @@ class ResponseSide:
             return mutations.response_headers(Mode.NONE)
         if headers.get("content-type", "").startswith("text/event-stream"):
             self._mode = "stream"
-            if self.plan or self._dropper:
+            if self._dropper:
                 return mutations.response_headers(Mode.STREAMED, {"content-type": sse.CONTENT_TYPE},
                                                   ["content-length"])
             return mutations.response_headers(Mode.STREAMED)
         self._mode = "json"
-        if self.plan:
-            return mutations.response_headers(Mode.BUFFERED, {"content-type": codecs.CONTENT_TYPE_JSON},
-                                              ["content-length"])
         return mutations.response_headers(Mode.BUFFERED)
 
     def on_body(self, msg: ep.HttpBody) -> ep.ProcessingResponse:
@@ -73,33 +50,12 @@ class ResponseSide:
             return self._stream(msg.body, end)
         self.answer = read_json(self.upstream, msg.body)
         self.usage = self.answer.usage if self.answer else None
-        if self.answer is None and self.recover:
-            self.needs_recovery = True  # a 200 that is not an answer
-            return mutations.passthrough("response_body")
-        if self._translator is None or self.answer is None:
-            return mutations.passthrough("response_body")  # unparseable: the client sees it as it is
-        return mutations.response_body(self._translator.json_body(self.answer))
+        return mutations.passthrough("response_body")
 
     def _stream(self, chunk: bytes, end: bool) -> ep.ProcessingResponse:
-        if self._translator is not None:
-            try:
-                out = self._translator.stream_chunk(chunk, end)
-            except Exception:
-                # Mid-stream there is no way back: end the stream the client's way.
-                out = _stream_error(self._translator.plan)
-        else:
-            self._tap.feed(chunk, end)
-            out = self._dropper.feed(chunk, end) if self._dropper else None
+        self._tap.feed(chunk, end)
+        out = self._dropper.feed(chunk, end) if self._dropper else None
         self.usage = self._tap.usage
         if end:
             self.answer = self._tap.response()
-            if self.recover and not self._tap.complete:
-                # The draft's stream stopped short: say so, so no SDK takes it for a whole answer.
-                out = (chunk if out is None else out) + _stream_error(self.client, "the draft provider's stream ended early")
         return mutations.passthrough("response_body") if out is None else mutations.response_body(out)
-
-
-def _stream_error(client: Api | ResponsePlan, message: str = "the draft provider's stream could not be translated") -> bytes:
-    api = client.client if isinstance(client, ResponsePlan) else client
-    enc = anthropic.StreamEncoder() if api is Api.ANTHROPIC else openai.StreamEncoder(0, False)
-    return enc.encode(StreamError(502, message))

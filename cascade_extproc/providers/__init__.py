@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from typing import Any
+from typing import Any, AsyncIterator
 
 import aiohttp
 
@@ -24,6 +25,33 @@ class ProviderError(Exception):
         self.reason = reason
         self.status = status
         self.message = message  # the provider's own error message, when it sent one
+
+
+class Upstream:
+    """A provider's answer as it arrives: status, type and body chunks, each awaited for at most
+    `idle_timeout_s` (a provider that goes quiet mid-answer raises ProviderError("stalled"))."""
+
+    def __init__(self, resp: aiohttp.ClientResponse, idle_timeout_s: float):
+        self._resp = resp
+        self.idle_timeout_s = idle_timeout_s
+        self.status = resp.status
+        self.sse = resp.content_type == "text/event-stream"
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                async with asyncio.timeout(self.idle_timeout_s):
+                    chunk = await self._resp.content.readany()
+            except TimeoutError:
+                raise ProviderError("stalled") from None
+            except aiohttp.ClientError as exc:
+                raise ProviderError(f"transport: {type(exc).__name__}") from None
+            if not chunk:
+                return
+            yield chunk
+
+    async def read(self) -> bytes:
+        return b"".join([c async for c in self.chunks()])
 
 
 class HttpProvider:
@@ -54,6 +82,29 @@ class HttpProvider:
             return CODECS[self.api].parse_response(json.loads(raw))
         except (ValueError, KeyError, TypeError, AttributeError, CodecError):
             raise ProviderError("malformed response", 200) from None
+
+    @contextlib.asynccontextmanager
+    async def open(self, body: bytes, headers: dict[str, str], timeout_s: float) -> AsyncIterator[Upstream]:
+        """The answer, to read as it comes: connecting and the response headers within
+        `timeout_s`, then each chunk within `timeout_s` of the last. A status of 400 or more is
+        raised as ProviderError with the provider's own message."""
+        hdrs = {**headers, "content-type": "application/json"}
+        try:
+            async with asyncio.timeout(timeout_s):
+                resp = await self._session.post(self.url, data=body, headers=hdrs)
+                if resp.status >= 400:
+                    try:
+                        raise ProviderError("http error", resp.status, self._message(await resp.read()))
+                    finally:
+                        resp.release()
+        except TimeoutError:
+            raise ProviderError("timeout") from None
+        except aiohttp.ClientError as exc:
+            raise ProviderError(f"transport: {type(exc).__name__}") from None
+        try:
+            yield Upstream(resp, timeout_s)
+        finally:
+            resp.close()  # not release(): an answer we stopped reading must not go back to the pool
 
     def _message(self, body: bytes) -> str:
         try:

@@ -82,10 +82,11 @@ class Stack:
         self.key_file = (tmp / SECRETS_DIR if pod_layout else tmp) / "draft-key"
         self.key_file.write_text(DRAFT_KEY + "\n")
         grpc = f"unix:{tmp / SOCKETS_DIR}/extproc.sock" if pod_layout else f"127.0.0.1:{self.grpc_port}"
+        relay = f"unix:{tmp / SOCKETS_DIR}/relay.sock" if pod_layout else f"127.0.0.1:{free_port()}"
         admin_socket = tmp / ENVOY_ADMIN_DIR if pod_layout else tmp
         data = {
             "log_level": "info",
-            "listen": {"grpc": grpc, "admin": f"127.0.0.1:{self.admin_port}"},
+            "listen": {"grpc": grpc, "relay": relay, "admin": f"127.0.0.1:{self.admin_port}"},
             "providers": {api: {
                 "strong": {"base_url": self.sims[f"strong_{api}"].url},
                 "draft": {"base_url": self.sims[f"draft_{api}"].url, "model": DRAFT_MODELS[api],

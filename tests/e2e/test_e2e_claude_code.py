@@ -26,7 +26,11 @@ def create(client, **kw):
     ("hi", "skipped"), (COMPLEX, "accepted"), (COMPLEX + " sim:reject", "enhanced")])
 def test_every_path_json_and_stream(stack, client, text, expected):
     path, msg = create(client, **request([{"role": "user", "content": text}]))
-    assert path == expected and msg.content[0].type == "thinking" and msg.content[-1].type == "text"
+    # The draft is asked without thinking, and its reasoning is never shown (a signature only the
+    # draft could check would break the next turn at the strong provider): only the strong
+    # model's own answer starts with thinking.
+    first = "thinking" if expected == "enhanced" else "text"
+    assert path == expected and msg.content[0].type == first and msg.content[-1].type == "text"
     with client.messages.stream(**request([{"role": "user", "content": text}])) as s:
         assert s.response.headers["x-cascade-path"] == expected
         final = s.get_final_message()
@@ -37,6 +41,8 @@ def test_every_path_json_and_stream(stack, client, text, expected):
         assert len(r.json["tools"]) == 22 and r.json["metadata"]["user_id"].startswith("user_")
         assert key_of(r.headers) == (DRAFT_KEY if name.startswith("draft") else CLIENT_KEY)
         assert r.headers["anthropic-version"] == "2023-06-01"
+        if name.startswith("draft"):
+            assert r.json["thinking"] == {"type": "disabled"}
 
 
 def test_direct_and_fallback_paths(stack, client):
@@ -60,22 +66,24 @@ def test_alternating_conversation_stays_valid_for_both_providers(stack, client):
         history.append(as_history(msg))
         return msg
 
-    # 1. draft answers, with thinking the draft signed (the sidecar tags it on the way out)
+    # 1. draft answers, asked without thinking, and showing none
     first = turn("hi", expect="skipped")
-    assert first.content[0].type == "thinking" and first.content[0].signature.startswith("cascade-draft:")
-    # 2. the strong model verifies and answers itself: the draft's thinking must not reach it
+    assert [b.type for b in first.content] == ["text"]
+    # 2. the strong model verifies and answers itself, thinking first
     second = turn(COMPLEX + " sim:reject", expect="enhanced")
-    assert not second.content[0].signature.startswith("cascade-draft:")
+    assert second.content[0].type == "thinking"
     # 3. back to the draft, which calls a tool: the strong model's thinking must not reach it
     third = turn("sim:tool=Read", expect="skipped")
     tool = third.content[-1]
     assert tool.type == "tool_use" and tool.name == "Read"
     # 4. the tool result is big: too big to skip, and (the cost model says) a cascade cannot
-    #    save on it, so it goes direct: the strong model gets the tool loop whose last
-    #    assistant turn carries the draft's thinking
+    #    save on it, so it goes direct: the strong model gets a tool loop whose last assistant
+    #    turn is the draft's tool call, without the thinking the API wants before it: thinking is
+    #    off for this one request
     big = "line of file content\n" * 2000
     fourth = turn([{"type": "tool_result", "tool_use_id": tool.id, "content": big}], expect="direct")
     assert fourth.content[-1].type == "text"
+    assert stack.sims["strong_anthropic"].received[-1].json["thinking"] == {"type": "disabled"}
     # 5. and the draft once more, with every kind of turn in the history
     turn("thanks", expect="skipped")
     # 6. the strong model calls a tool, thinking first...

@@ -59,10 +59,9 @@ def ask(stack, text, model="claude-sonnet-5", stream=False):
 MATRIX = {
     **{("cascade draft", f): ("fallback", OK) for f in FAULTS},
     **{("cascade verify", f): ("fallback", OK) for f in FAULTS},
-    **{("skipped draft", f): ("fallback", OK) for f in FAULTS if f != "truncate"},
-    # The draft dropped the connection after its headers: no way back to another model. Envoy's
-    # 502 comes in the API's error shape, and the SDK's own retry repeats the request.
-    ("skipped draft", "truncate"): ("skipped", "error 502"),
+    # The relay sends the client nothing before the draft's first words: every fault before that
+    # is answered by the strong model.
+    **{("skipped draft", f): ("fallback", OK) for f in FAULTS},
     # The direct path is the client's request to the strong provider: its faults are its own.
     ("direct strong", "timeout"): ("direct", OK),  # the route allows 600 s: the answer comes late
     ("direct strong", 500): ("direct", "error 500"),

@@ -36,9 +36,10 @@ ANSWERED = {"request_body": 1, "response_headers": 1, "response_body": 1}
 
 
 @pytest.mark.parametrize("text, model, path, expected", [
-    # The body, then the answer to meter (the direct path) or to check and rewrite (skipped).
+    # The body, then the answer to meter (the direct path).
     ("hello", "claude-haiku-4-5", "direct", ANSWERED),
-    ("hi there", "claude-sonnet-5", "skipped", ANSWERED),
+    # The body, then the relay's answer's headers: the relay meters it, not a message per chunk.
+    ("hi there", "claude-sonnet-5", "skipped", {"request_body": 1, "response_headers": 1}),
     # The server answers the body itself: nothing comes back through Envoy's filter.
     (COMPLEX, "claude-sonnet-5", "accepted", {"request_body": 1}),
 ])
@@ -59,19 +60,22 @@ def test_non_model_calls_never_reach_the_server(stack):
     assert delta(stack, before) == {} and stack.requests_total() == n
 
 
-def test_skipped_keeps_the_query_and_the_draft_base_path(tmp_path):
-    """The draft route, not the server, rewrites the path and swaps the credentials."""
+def test_the_draft_gets_its_own_base_path_and_nothing_of_the_clients(tmp_path):
+    """The relay calls the draft at its own base URL, with the sidecar's key and an allow-list
+    of headers: the client's query (?beta=true) and headers (anthropic-beta) are the strong
+    API's, not the draft's."""
     s = Stack(tmp_path, draft_base_path="/anthropic")
     try:
         client = anthropic.Anthropic(base_url=s.anthropic_url, api_key=CLIENT_KEY, max_retries=0)
         raw = client.messages.with_raw_response.create(
             model="claude-sonnet-5", max_tokens=50, messages=[{"role": "user", "content": "hi there"}],
-            extra_query={"beta": "true"}, extra_headers={"anthropic-beta": "b1"})
+            extra_query={"beta": "true"}, extra_headers={"anthropic-beta": "b1", "cookie": "session=1"})
         assert raw.headers["x-cascade-path"] == "skipped"
         (got,) = s.sims["draft_anthropic"].received
-        assert (got.path, got.query) == ("/anthropic/v1/messages", "beta=true")
+        assert (got.path, got.query) == ("/anthropic/v1/messages", "")
         assert key_of(got.headers) == DRAFT_KEY and "authorization" not in got.headers
-        assert got.headers["anthropic-version"] and got.headers["anthropic-beta"] == "b1"  # the client's
+        assert got.headers["anthropic-version"]  # the client's API version: the request is in that shape
+        assert "anthropic-beta" not in got.headers and "cookie" not in got.headers
         assert int(got.headers["content-length"]) == len(got.body)
     finally:
         s.close()

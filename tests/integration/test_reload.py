@@ -14,7 +14,7 @@ from cascade_extproc.app import App
 from prometheus_client import generate_latest
 from envoy_messages import request_msg
 
-BASE = {"listen": {"grpc": "127.0.0.1:0", "admin": "127.0.0.1:0"}, "reload_interval_s": 0.05}
+BASE = {"listen": {"grpc": "127.0.0.1:0", "admin": "127.0.0.1:0", "relay": "127.0.0.1:0"}, "reload_interval_s": 0.05}
 SKIP_ALL = [{"name": "everything-to-draft", "route": "skipped"}]
 DIRECT_ALL = [{"name": "everything-direct", "route": "direct"}]
 
@@ -35,7 +35,7 @@ async def decide(app: App) -> str:
     body = {"model": "claude-sonnet-5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as ch:
         call = ep_grpc.ExternalProcessorStub(ch).Process()
-        await call.write(request_msg("/v1/messages", body))
+        await call.write(request_msg("/v1/messages", body, **{"x-api-key": "client-key"}))
         resp = await call.read()
         await call.done_writing()
     return resp.dynamic_metadata.fields["cascade"].struct_value.fields["path"].string_value
@@ -88,15 +88,16 @@ def test_configmap_swap_reloads_and_bad_config_keeps_the_last_good(tmp_path, mon
 
 
 def test_a_change_envoy_cannot_take_is_refused(tmp_path, monkeypatch):
-    """The draft's base URL is in Envoy's bootstrap: applied by the server alone, skipped requests
-    would go to the old provider while cascades go to the new one. Refused, counted, and the
-    rest of that file (the new rules) is not applied either: the running config stays whole."""
+    """The strong provider's base URL is in Envoy's bootstrap: applied by the server alone, direct
+    requests would go to the old provider while verify calls go to the new one. Refused, counted,
+    and the rest of that file (the new rules) is not applied either: the running config stays
+    whole."""
     monkeypatch.setenv("CASCADE_DRAFT_API_KEY", "k-draft-for-reload-test")
     mount = tmp_path / "config"
     mount.mkdir()
     kubelet_write(mount, 1, {**BASE, "router": {"rules": SKIP_ALL}})
     path = mount / "config.yaml"
-    moved = {"providers": {"anthropic": {"draft": {"base_url": "https://elsewhere.example/anthropic"}}}}
+    moved = {"providers": {"anthropic": {"strong": {"base_url": "https://elsewhere.example"}}}}
 
     async def scenario():
         app = App(config.load(path), config_path=str(path))
@@ -105,7 +106,7 @@ def test_a_change_envoy_cannot_take_is_refused(tmp_path, monkeypatch):
             kubelet_write(mount, 2, {**BASE, **moved, "router": {"rules": DIRECT_ALL}})
             assert await wait_for(lambda: _count(app, "needs_restart", 1)), "the change was not refused"
             assert await decide(app) == "skipped" and reloads(app, "ok") == 0
-            assert app.cfg.providers.anthropic.draft.base_url == "https://api.deepseek.com/anthropic"
+            assert app.cfg.providers.anthropic.strong.base_url == "https://api.anthropic.com"
         finally:
             await app.stop(0)
 

@@ -1,6 +1,5 @@
 """The ext_proc server over real gRPC (no Envoy): what it tells Envoy for each path."""
 import asyncio
-import json
 
 import grpc
 import pytest
@@ -45,7 +44,7 @@ def run(tmp_path, overrides, scenario, with_key=True):
             await s.start()
         key = tmp_path / "key"
         key.write_text(DRAFT_KEY if with_key else "")
-        data = {"listen": {"grpc": "127.0.0.1:0", "admin": "127.0.0.1:0"},
+        data = {"listen": {"grpc": "127.0.0.1:0", "admin": "127.0.0.1:0", "relay": "127.0.0.1:0"},
                 "providers": {api: {"strong": {"base_url": s.url},
                                     "draft": {"base_url": s.url, "model": f"draft-{api}",
                                               "api_key_file": str(key), "api_key_env": ""}}
@@ -72,36 +71,54 @@ def metadata(resp, namespace="cascade"):
     return {k: v.string_value for k, v in resp.dynamic_metadata.fields[namespace].struct_value.fields.items()}
 
 
-def test_skipped_names_the_draft_route_and_never_the_key(tmp_path):
-    """Envoy applies no header edits to a body it got without headers: the server names the draft
-    route in metadata, and the route (envoy_config._draft_route) does the rest. The draft key is
-    nowhere in the reply: anything that can reach this server (a bare gRPC client) cannot read it;
-    Envoy's draft cluster sets it."""
+def test_skipped_goes_to_the_relay_with_a_ticket_and_never_the_key(tmp_path):
+    """Envoy applies no header edits to a body it got without headers: the server names the relay
+    route and a ticket in metadata (the route, envoy_config._relay_route, does the rest), and
+    sends an empty body: the relay holds the request. Nothing secret is in the reply: anything
+    that can reach this server (a bare gRPC client) gets no key back."""
     async def scenario(app, sims):
-        return await exchange(app, model_call("/v1/messages?beta=true",
-                                              {"model": "claude-sonnet-5", "max_tokens": 10,
-                                               "messages": [{"role": "user", "content": "hi"}]}))
-    (body,) = run(tmp_path, {}, scenario)
+        out = await exchange(app, model_call("/v1/messages?beta=true",
+                                             {"model": "claude-sonnet-5", "max_tokens": 10,
+                                              "messages": [{"role": "user", "content": "hi"}]}))
+        for _ in range(100):  # the server sees the stream end a moment later
+            if not len(app.relay):
+                break
+            await asyncio.sleep(0.01)
+        return out, len(app.relay)
+    (body,), waiting = run(tmp_path, {}, scenario)
     common = body.request_body.response
     assert common.clear_route_cache and common.HasField("header_mutation")  # Envoy clears only then
     assert not common.header_mutation.set_headers and not common.header_mutation.remove_headers
-    assert json.loads(common.body_mutation.body)["model"] == "draft-anthropic"
+    assert common.body_mutation.body == b""
     md = metadata(body)
-    assert md == {"path": "skipped", "route": "draft-anthropic"}
-    assert set(body.dynamic_metadata.fields) == {"cascade"}
+    assert md["path"] == "skipped" and md["route"] == "relay" and len(md["ticket"]) >= 24
+    assert set(md) == {"path", "route", "ticket"} and set(body.dynamic_metadata.fields) == {"cascade"}
     wire = body.SerializeToString()
     assert DRAFT_KEY.encode() not in wire and CLIENT_KEY.encode() not in wire
+    # The stream ended here without the relay taking the ticket (the client went away before Envoy
+    # routed it): the ticket is dropped, the request recorded as such.
+    assert waiting == 0
 
 
-def test_openai_skipped_takes_the_openai_draft_route(tmp_path):
+def test_openai_stream_flags_the_usage_it_asks_for(tmp_path):
     async def scenario(app, sims):
         return await exchange(app, model_call(
-            "/openai/v1/chat/completions", {"model": "gpt-5", "messages": [{"role": "user", "content": "hi"}]},
+            "/openai/v1/chat/completions", {"model": "gpt-5", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
             **{"openai-organization": "org-client", "openai-project": "proj-client"}))
     (body,) = run(tmp_path, {}, scenario)
-    assert metadata(body)["route"] == "draft-openai"
+    assert metadata(body)["route"] == "relay" and metadata(body)["usage_injected"] == "1"
     wire = body.SerializeToString()
     assert DRAFT_KEY.encode() not in wire and b"org-client" not in wire
+
+
+def test_no_client_credentials_goes_direct(tmp_path):
+    """Nothing is served at the sidecar's expense: the strong provider answers (its own 401)."""
+    async def scenario(app, sims):
+        return await exchange(app, request_msg("/v1/messages", {"model": "claude-sonnet-5", "max_tokens": 10,
+                                                                "messages": [{"role": "user", "content": "hi"}]},
+                                               **{"content-type": "application/json"}))
+    (body,) = run(tmp_path, {}, scenario)
+    assert path_of(body) == "direct" and not body.request_body.response.HasField("body_mutation")
 
 
 def test_what_is_not_a_json_model_call_passes_unread(tmp_path):

@@ -227,12 +227,21 @@ def test_draft_body_cross_format_streams_when_asked():
     assert "stream" not in json.loads(cascade.draft_body(req, Api.ANTHROPIC, "claude-haiku"))
 
 
-def test_draft_thinking_is_tagged_in_the_outcome():
+def test_the_drafts_reasoning_is_never_served():
+    """A signature only the draft could check would break the client's next turn at the strong
+    provider: an accepted draft is served without its thinking blocks."""
     reply = Response(id="d", model="draft", stop_reason=StopReason.END_TURN,
-                     blocks=[Block("thinking", text="hmm", signature="sig"), Block("text", text="Draft answer.")])
+                     blocks=[Block("thinking", text="hmm", signature="sig"),
+                             Block("redacted_thinking", text="xx"), Block("text", text="Draft answer.")])
     out = run(anthropic_req(), FakeProvider(lambda b: reply), FakeProvider(accepting))
     assert out.path is Path.ACCEPTED
-    assert out.response.blocks[0].signature == provenance.DRAFT_TAG + "sig"
+    assert [b.type for b in out.response.blocks] == ["text"]
+
+
+def test_the_draft_is_asked_without_thinking():
+    draft = FakeProvider(lambda b: DRAFT)
+    run(anthropic_req(thinking={"type": "enabled", "budget_tokens": 1024}), draft, FakeProvider(accepting))
+    assert draft.calls[0][0]["thinking"] == {"type": "disabled"}
 
 
 def thinking_history_req() -> Request:
@@ -260,7 +269,7 @@ def test_mixed_history_is_fixed_for_each_provider():
     # The draft sees its own signature untagged, and none of the strong provider's thinking.
     assert d["messages"][1]["content"][0] == {"type": "thinking", "thinking": "draft thoughts", "signature": "dsig"}
     assert [b["type"] for b in d["messages"][3]["content"]] == ["tool_use"]
-    assert "thinking" not in d  # its final tool turn lost its thinking: the API would refuse it
+    assert d["thinking"] == {"type": "disabled"}  # the draft is never asked to think
     s = strong.calls[0][0]
     assert s["model"] == "claude-sonnet-4-5"
     # The strong provider sees none of the draft's thinking, and keeps its own.

@@ -54,9 +54,9 @@ def test_llm_traffic_limits_are_set():
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
     assert all(float(r["route"]["timeout"].rstrip("s")) >= 600 for r in routes)  # not 15 s
     for r in routes:
-        model_call = r["name"].startswith(("model-", "draft-"))
+        model_call = r["name"].startswith("model-")
         assert r.get("request_body_buffer_limit") == (cfg.limits.max_body_bytes if model_call else None), r["name"]
-    # https upstreams get TLS with SNI; the draft route needs the server's metadata.
+    # https upstreams get TLS with SNI; the skipped route needs the server's metadata.
     clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
     assert clusters["strong_anthropic"]["transport_socket"]["typed_config"]["sni"] == "api.anthropic.com"
     assert routes[0]["match"]["dynamic_metadata"][0]["filter"] == "cascade"
@@ -70,22 +70,19 @@ def build_from(tmp_path, data, **kw):
     return boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
 
 
-def test_draft_routes_rewrite_the_path_and_drop_client_credentials(tmp_path):
-    hcm = build_from(tmp_path, {"providers": {
-        "anthropic": {"draft": {"base_url": "https://api.deepseek.com/anthropic", "format": "anthropic"}},
-        "openai": {"draft": {"base_url": "https://api.deepseek.com/v1", "format": "openai"}}}})
+def test_the_skipped_route_takes_a_ticket_to_the_relay(tmp_path):
+    hcm = build_from(tmp_path, {"listen": {"relay": "unix:/run/cascade/relay.sock"}})
     routes = {r["name"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"]}
-    for api, path in (("anthropic", "/anthropic/v1/messages"), ("openai", "/v1/chat/completions")):
-        r = routes[f"draft-{api}"]
-        (match,) = r["match"]["dynamic_metadata"]  # only the server can select it; no client header can
-        assert match == {"filter": "cascade", "path": [{"key": "route"}],
-                         "value": {"string_match": {"exact": f"draft-{api}"}}}
-        assert r["route"]["regex_rewrite"] == {"pattern": {"regex": "^.*$"}, "substitution": path}
-        assert r["route"]["host_rewrite_literal"] == "api.deepseek.com"
-        assert set(r["request_headers_to_remove"]) == set(CLIENT_CREDENTIALS)
-        added = {h["header"]["key"] for h in r.get("request_headers_to_add", [])}
-        assert not added & {"x-api-key", "authorization"}  # the draft cluster sets the key
-    # The server's metadata names a route, never a key.
+    r = routes["skipped"]
+    (match,) = r["match"]["dynamic_metadata"]  # only the server can select it; no client header can
+    assert match == {"filter": "cascade", "path": [{"key": "route"}], "value": {"string_match": {"exact": "relay"}}}
+    assert r["route"]["cluster"] == "relay"
+    assert r["route"]["regex_rewrite"] == {"pattern": {"regex": "^.*$"}, "substitution": "/relay"}
+    assert set(r["request_headers_to_remove"]) == set(CLIENT_CREDENTIALS)  # the relay needs none of them
+    (ticket,) = r["request_headers_to_add"]
+    assert ticket["header"] == {"key": "x-cascade-ticket", "value": "%DYNAMIC_METADATA(cascade:ticket)%"}
+    # The vhost's removal of internal headers runs after the route's additions: not the ticket.
+    assert "x-cascade-ticket" not in hcm["route_config"]["virtual_hosts"][0]["request_headers_to_remove"]
     ext = hcm["http_filters"][0]["typed_config"]
     assert ext["metadata_options"] == {"receiving_namespaces": {"untyped": ["cascade"]}}
 
@@ -97,40 +94,22 @@ def boot_from(tmp_path, data, **kw):
                               admin=Addr("127.0.0.1", 3), **kw)
 
 
-def test_envoy_sets_the_draft_key_itself_on_the_draft_clusters_only(tmp_path):
-    boot = boot_from(tmp_path, {"providers": {
-        "anthropic": {"draft": {"format": "anthropic", "api_key_file": "/var/run/secrets/cascade/draft-key"}},
-        "openai": {"draft": {"format": "openai", "api_key_file": "", "api_key_env": "MY_DRAFT_KEY"}}}})
-    secrets = {s["name"]: s["generic_secret"]["secret"] for s in boot["static_resources"]["secrets"]}
-    assert secrets == {"draft_key_anthropic": {"filename": "/var/run/secrets/cascade/draft-key"},
-                       "draft_key_openai": {"environment_variable": "MY_DRAFT_KEY"}}
+def test_the_draft_key_is_nowhere_in_envoy(tmp_path):
+    """The relay (the sidecar) calls the draft: Envoy has no draft cluster, no secret, no key."""
+    boot = boot_from(tmp_path, {"listen": {"relay": "unix:/run/cascade/relay.sock"}, "providers": {
+        "anthropic": {"draft": {"api_key_file": "/var/run/secrets/cascade/draft-key"}}}})
+    assert "secrets" not in boot["static_resources"]
     clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
-    for api, header in (("anthropic", {"header": "x-api-key"}),
-                        ("openai", {"header": "authorization", "header_value_prefix": "Bearer "})):
-        filters = clusters[f"draft_{api}"]["typed_extension_protocol_options"][
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"]
-        assert [f["name"] for f in filters] == ["envoy.filters.http.credential_injector",
-                                                "envoy.filters.http.upstream_codec"]
-        injector = filters[0]["typed_config"]
-        assert injector["overwrite"] is True
-        generic = injector["credential"]["typed_config"]
-        assert generic == {"@type": generic["@type"], "credential": {"name": f"draft_key_{api}"}, **header}
-    for name in ("strong_anthropic", "strong_openai", "extproc"):
-        assert "http_filters" not in str(clusters[name])  # nothing else ever gets the key
-
-
-def test_no_key_configured_means_no_injector(tmp_path):
-    boot = boot_from(tmp_path, {"providers": {api: {"draft": {"api_key_env": "", "api_key_file": ""}}
-                                              for api in ("anthropic", "openai")}})
-    assert boot["static_resources"]["secrets"] == []
-    assert not any("typed_extension_protocol_options" in c for c in boot["static_resources"]["clusters"]
-                   if c["name"].startswith("draft_"))
+    assert set(clusters) == {"extproc", "relay", "strong_anthropic", "strong_openai"}
+    assert clusters["relay"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] == \
+        {"pipe": {"path": "/run/cascade/relay.sock"}}
+    assert "draft-key" not in str(boot) and "deepseek" not in str(boot)
 
 
 def test_every_tls_upstream_checks_the_certificate_name_and_dns_is_calm(tmp_path):
     boot = boot_from(tmp_path, {"providers": {"openai": {"strong": {"base_url": "https://10.0.0.7:8443/v1"}}}})
-    upstreams = [c for c in boot["static_resources"]["clusters"] if c["name"].startswith(("strong_", "draft_"))]
-    assert len(upstreams) == 4
+    upstreams = [c for c in boot["static_resources"]["clusters"] if c["name"].startswith("strong_")]
+    assert len(upstreams) == 2
     for c in upstreams:
         tls = c["transport_socket"]["typed_config"]
         host = tls["sni"]
@@ -170,7 +149,7 @@ def test_filters_and_what_each_sends(tmp_path):
     # Non-model routes: neither the server nor the hold filter sees their bodies.
     for r in hcm["route_config"]["virtual_hosts"][0]["routes"]:
         disabled = set(r.get("typed_per_filter_config", {}))
-        model_call = r["name"].startswith(("model-", "draft-"))
+        model_call = r["name"].startswith("model-") or r["name"] == "skipped"
         assert disabled == (set() if model_call else {"envoy.filters.http.ext_proc", "envoy.filters.http.buffer"})
 
 
@@ -222,17 +201,17 @@ def test_health_listener_is_dual_stack_and_exposes_only_ready_and_prometheus_sta
 
 
 @pytest.mark.parametrize("change, refused", [
-    ({"providers": {"anthropic": {"draft": {"base_url": "https://other.example/anthropic"}}}},
-     ["providers.anthropic.draft.base_url"]),
-    ({"providers": {"openai": {"draft": {"format": "anthropic", "base_url": "https://other.example"}}}},
-     ["providers.openai.draft.base_url", "providers.openai.draft.format"]),
-    ({"providers": {"openai": {"draft": {"api_key_file": "/run/other-key"}}}}, ["providers.openai.draft.api_key_file"]),
+    ({"providers": {"anthropic": {"strong": {"base_url": "https://other.example"}}}},
+     ["providers.anthropic.strong.base_url"]),
     ({"cascade": {"draft_timeout_s": 30}}, ["cascade.draft_timeout_s"]),
     ({"limits": {"max_body_bytes": 1 << 20}}, ["limits.max_body_bytes"]),
     ({"limits": {"envoy_max_heap_bytes": 1 << 30}}, ["limits.envoy_max_heap_bytes"]),
     ({"listen": {"admin": "127.0.0.1:9999"}}, ["listen.admin"]),
-    # What the server alone reads reloads freely.
-    ({"mode": "shadow", "metering": False, "providers": {"anthropic": {"draft": {"model": "deepseek-v4"}}},
+    ({"listen": {"relay": "unix:/run/other.sock"}}, ["listen.relay"]),
+    # What the server alone reads reloads freely: the draft provider is the relay's to call.
+    ({"mode": "shadow", "metering": False, "providers": {"anthropic": {"draft": {
+        "model": "deepseek-v4", "base_url": "https://other.example/anthropic", "api_key_file": "/run/k"}},
+        "openai": {"draft": {"format": "anthropic"}}},
       "router": {"rules": [{"name": "all", "route": "direct"}]}, "cascade": {"on_verify_failure": "serve_draft"}}, []),
 ])
 def test_keys_needing_restart_are_what_the_bootstrap_and_sockets_hold(tmp_path, change, refused):

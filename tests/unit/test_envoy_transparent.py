@@ -8,7 +8,7 @@ import yaml
 from cascade_extproc import certs, cli, config, envoy_config
 from cascade_extproc.envoy_config import EXT_PROC, Addr, TransparentConfig
 from cascade_extproc.envoy_proc import envoy_binary
-from cascade_extproc.headers import API_HEADER, INTERNAL_HEADERS, PATH_HEADER, PROVIDER_PATHS
+from cascade_extproc.headers import API_HEADER, INTERNAL_HEADERS, PATH_HEADER, PROVIDER_PATHS, TICKET_HEADER
 from cascade_extproc.types import Api
 
 HCM = "envoy.filters.network.http_connection_manager"
@@ -91,10 +91,11 @@ def test_intercepted_host_chain(host, api, strong):
     assert muts[len(INTERNAL_HEADERS):] == [{"append": {"header": {"key": API_HEADER, "value": api},
                                                         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}}]
     (vhost,) = hcm["route_config"]["virtual_hosts"]
-    assert vhost["request_headers_to_remove"] == list(INTERNAL_HEADERS)  # never to a provider
-    draft, model, default = vhost["routes"]
+    # Never to a provider (the ticket header goes only to the relay, which the relay route sets).
+    assert vhost["request_headers_to_remove"] == [h for h in INTERNAL_HEADERS if h != TICKET_HEADER]
+    skipped, model, default = vhost["routes"]
     base_routes = {r["name"]: r for r in base_hcm["route_config"]["virtual_hosts"][0]["routes"]}
-    assert draft == base_routes[f"draft-{api}"]  # selected by the server's internal header
+    assert skipped == base_routes["skipped"]  # to the relay, selected by the server's metadata
     # Model calls (the provider's own path) reach the server; nothing else does.
     assert model["match"] == {"path": PROVIDER_PATHS[Api(api)]} and "typed_per_filter_config" not in model
     assert default["match"] == {"prefix": "/"}

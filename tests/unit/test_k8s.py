@@ -236,18 +236,10 @@ def test_the_command_is_documented(doc):
     assert f"cascade-extproc {shlex.join(GENERATE)} > k8s/base/envoy.yaml" in commands(ROOT / doc)
 
 
-def test_envoy_validates_the_k8s_bootstrap(tmp_path):
-    """With a key file where the pod mounts the Secret (the path rewritten to a temporary one):
-    Envoy reads the draft key when it loads the bootstrap, and refuses to start without it."""
+def test_envoy_validates_the_k8s_bootstrap():
     from cascade_extproc.envoy_proc import envoy_binary
 
-    key_dir = "/var/run/secrets/cascade"
-    text = (K8S / "base" / "envoy.yaml").read_text()
-    assert f"filename: {key_dir}/draft-key" in text
-    (tmp_path / "draft-key").write_text("sk-test\n")
-    boot = tmp_path / "envoy.yaml"
-    boot.write_text(text.replace(key_dir, str(tmp_path)))
-    out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(boot)],
+    out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(K8S / "base" / "envoy.yaml")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -337,18 +329,15 @@ def test_sidecars_and_their_config(path):
         cfg = config.parse(yaml.safe_load(cfg_text))  # a config the server accepts
 
         # The draft key: the user's Secret, mounted as a directory (rotation reaches it) where
-        # the config reads it, in the server (each draft call) and in Envoy (the skipped path:
-        # it sets the key itself, from its bootstrap's secrets). No other container: see
+        # the config reads it, in the server only (it makes every draft call, the skipped path's
+        # included, through its relay). No other container: see
         # test_the_app_reaches_no_socket_and_no_key.
         assert not [o for o in objs if o["kind"] == "Secret"], "a Secret is never committed"
-        key_files = set()
-        for c in (cascade, envoy):
-            km = mount_of(c, spec, lambda v: v.get("secret", {}).get("secretName") == SECRET)
-            assert "subPath" not in km, "subPath: a rotated key would never arrive"
-            assert km.get("readOnly") is True, c["name"]
-            items = volume(spec, km["name"])["secret"]["items"]
-            key_files.add(f"{km['mountPath']}/{next(i['path'] for i in items if i['key'] == SECRET_KEY)}")
-        (key_file,) = key_files  # the same path in both: the config names it for both
+        km = mount_of(cascade, spec, lambda v: v.get("secret", {}).get("secretName") == SECRET)
+        assert "subPath" not in km, "subPath: a rotated key would never arrive"
+        assert km.get("readOnly") is True
+        items = volume(spec, km["name"])["secret"]["items"]
+        key_file = f"{km['mountPath']}/{next(i['path'] for i in items if i['key'] == SECRET_KEY)}"
         for api in ("anthropic", "openai"):
             assert getattr(cfg.providers, api).draft.api_key_file == key_file, api
 
@@ -362,8 +351,7 @@ def test_sidecars_and_their_config(path):
         assert socket(endpoint(boot, "extproc")) == cfg.listen.grpc, "Envoy must call the server where it listens"
         assert listeners["health"]["address"]["socket_address"]["port_value"] == probe_port(envoy, "readinessProbe")
         assert probe_port(cascade, "readinessProbe") == int(cfg.listen.admin.rsplit(":", 1)[1])
-        assert {s["generic_secret"]["secret"]["filename"] for s in boot["static_resources"]["secrets"]} \
-            == {key_file}, "Envoy reads the draft key where it is mounted"
+        assert "secrets" not in boot["static_resources"] and key_file not in str(boot), "Envoy holds no key"
         # Envoy sheds load (overload manager) before its memory limit gets it killed.
         (heap,) = [m["typed_config"]["max_heap_size_bytes"] for m in boot["overload_manager"]["resource_monitors"]
                    if m["name"] == "envoy.resource_monitors.fixed_heap"]
@@ -381,9 +369,9 @@ def test_sidecars_and_their_config(path):
 # mounted by the containers named here and by no other (docs/kubernetes.md, "What the app
 # container can and cannot reach").
 PRIVATE_VOLUMES = {
-    "cascade-sockets": {"cascade-extproc", "envoy"},  # the server's ext_proc socket, for Envoy
+    "cascade-sockets": {"cascade-extproc", "envoy"},  # the server's ext_proc and relay sockets, for Envoy
     "envoy-admin": {"envoy"},  # Envoy's admin socket: config_dump, quitquitquit, runtime
-    "draft-key": {"cascade-extproc", "envoy"},  # the draft provider's key
+    "draft-key": {"cascade-extproc"},  # the draft provider's key
 }
 # What Envoy's health listener lets through to the admin (everything else is a 404).
 ENVOY_EXPOSED = {"/ready", "/stats/prometheus"}
@@ -437,6 +425,11 @@ def test_the_app_reaches_no_socket_and_no_key(path):
         assert inside(grpc_path, *sockets_dir), f"{grpc_path} is not in the cascade-sockets volume"
         boot = bootstrap(objs, spec)
         assert endpoint(boot, "extproc") == {"pipe": {"path": grpc_path}}
+        # The relay answers skipped requests with the sidecar's key: the same volume.
+        assert cfg.listen.relay.startswith("unix:"), f"listen.relay {cfg.listen.relay}: loopback TCP is the app's too"
+        relay_path = cfg.listen.relay.removeprefix("unix:")
+        assert inside(relay_path, *sockets_dir), f"{relay_path} is not in the cascade-sockets volume"
+        assert endpoint(boot, "relay") == {"pipe": {"path": relay_path}}
 
         # Envoy's admin: a Unix socket (Envoy's user only) in the envoy-admin volume; the one
         # way to it from outside Envoy is the health listener, which forwards two GETs.

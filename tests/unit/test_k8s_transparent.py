@@ -19,7 +19,6 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPONENT = ROOT / "k8s" / "components" / "transparent"
 OVERLAY = ROOT / "k8s" / "overlays" / "transparent"
 CERTS_DIR = "/etc/cascade-certs"
-KEY_DIR = "/var/run/secrets/cascade"
 # As k8s/base/envoy.yaml (tests/unit/test_k8s.py), plus the transparent listener. IPv4 only:
 # capture.sh redirects IPv6 only with CAPTURE_IPV6=true, which needs '--transparent [::1]:15443'
 # as well (test_ipv6_capture_needs_the_ipv6_listener).
@@ -52,18 +51,15 @@ def test_the_command_is_documented(doc):
 
 
 def test_envoy_validates_it(tmp_path):
-    """With real certificates and a draft key where the pod has them (the paths rewritten to
-    temporary ones)."""
+    """With real certificates where the pod has them (the path rewritten to a temporary one)."""
     from cascade_extproc.envoy_proc import envoy_binary
 
     (tmp_path / "system.pem").write_text("")
     certs.generate(tmp_path / "c", ["api.anthropic.com", "api.openai.com"], system_bundle_path=tmp_path / "system.pem")
-    (tmp_path / "k").mkdir()
-    (tmp_path / "k" / "draft-key").write_text("sk-test\n")
     text = (COMPONENT / "envoy.yaml").read_text()
-    assert f"{CERTS_DIR}/leaf.pem" in text and f"{KEY_DIR}/draft-key" in text
+    assert f"{CERTS_DIR}/leaf.pem" in text and "draft-key" not in text
     path = tmp_path / "envoy.yaml"
-    path.write_text(text.replace(CERTS_DIR, str(tmp_path / "c")).replace(KEY_DIR, str(tmp_path / "k")))
+    path.write_text(text.replace(CERTS_DIR, str(tmp_path / "c")))
     out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr

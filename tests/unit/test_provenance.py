@@ -13,6 +13,7 @@ from cascade_extproc.types import Block, Response, StopReason
 
 SETTINGS = settings(max_examples=200, deadline=None)
 THINKING_ON = {"type": "enabled", "budget_tokens": 1024}
+OFF = {"type": "disabled"}
 PLACEHOLDER = {"type": "text", "text": "(reasoning omitted)"}
 
 
@@ -67,7 +68,7 @@ def test_for_strong_returns_none_when_nothing_changes():
 def test_for_strong_turns_thinking_off_when_the_final_assistant_turn_loses_its_thinking():
     b = body([strong_thinking(), TOOL_USE], [draft_thinking(), TOOL_USE])
     out = provenance.for_strong(b)
-    assert "thinking" not in out
+    assert out["thinking"] == OFF
     assert b["thinking"] == THINKING_ON
     assert assistant_contents(out) == [[strong_thinking(), TOOL_USE], [TOOL_USE]]
 
@@ -128,7 +129,7 @@ def test_for_draft_turns_thinking_off_when_the_final_tool_turn_loses_its_thinkin
     out = provenance.for_draft(b)
     assert assistant_contents(out) == [[{"type": "thinking", "thinking": "d", "signature": "dsig"}, TOOL_USE],
                                        [TOOL_USE]]
-    assert "thinking" not in out and b["thinking"] == THINKING_ON
+    assert out["thinking"] == OFF and b["thinking"] == THINKING_ON
     # The final tool turn still thinking (the draft's own): thinking stays on.
     out = provenance.for_draft(body([strong_thinking(), TOOL_USE], [draft_thinking(), TOOL_USE]))
     assert out["thinking"] == THINKING_ON
@@ -150,17 +151,25 @@ def test_untag_only_removes_the_leading_tag():
     assert assistant_contents(out)[0][0]["signature"] == "abc" + DRAFT_TAG
 
 
-# ---- tagging --------------------------------------------------------------------------------------
+# ---- what the client may be shown, and what the API wants ------------------------------------------
 
-def test_tag_response_is_idempotent_and_only_touches_thinking():
+def test_strip_reasoning_keeps_everything_but_thinking():
     r = Response("id", "m", [Block("thinking", text="t", signature="sig"), Block("redacted_thinking", text="x"),
                              Block("text", text="a"), Block("tool_use", id="t", name="f")], StopReason.END_TURN)
-    once = provenance.tag_response(copy.deepcopy(r))
-    twice = provenance.tag_response(provenance.tag_response(copy.deepcopy(r)))
-    assert once == twice
-    assert once.blocks[0].signature == DRAFT_TAG + "sig"
-    assert once.blocks[1:] == r.blocks[1:]
-    assert provenance.tag_signature(provenance.tag_signature("s")) == DRAFT_TAG + "s"
+    assert [b.type for b in provenance.strip_reasoning(copy.deepcopy(r)).blocks] == ["text", "tool_use"]
+
+
+def test_final_tool_turn_lacks_thinking():
+    lacks = provenance.final_tool_turn_lacks_thinking
+    assert lacks(body([strong_thinking(), TOOL_USE], [TOOL_USE]))
+    assert lacks(body([{"type": "text", "text": "let me look"}, TOOL_USE]))
+    assert lacks({**body([TOOL_USE]), "thinking": {"type": "adaptive"}})
+    assert not lacks(body([strong_thinking(), TOOL_USE]))  # it starts with its thinking
+    assert not lacks(body([REDACTED, TOOL_USE]))
+    assert not lacks(body([TOOL_USE], [{"type": "text", "text": "done"}]))  # no tool call: no tool loop
+    assert not lacks(body([TOOL_USE], thinking=False))
+    assert not lacks({**body([TOOL_USE]), "thinking": {"type": "disabled"}})
+    assert not lacks({"thinking": THINKING_ON, "messages": "not a list"})
 
 
 def test_might_need_changes():
@@ -205,12 +214,15 @@ def test_for_strong_property(b):
         assert _thinking(after) == [x for x in _thinking(before) if not x.get("signature", "").startswith(DRAFT_TAG)]
         # A turn left with nothing gets a placeholder: the API refuses empty assistant turns.
         assert _others(after) == (_others(before) or ([PLACEHOLDER] if not _thinking(after) else []))
-    assert ("thinking" in out) == ("thinking" in b and not _tool_turn_lost_thinking(b, out))
+    assert out.get("thinking") == _expected_thinking(b, out)
 
 
-def _tool_turn_lost_thinking(before: dict, after: dict) -> bool:
-    last_before, last_after = (assistant_contents(x)[-1] if assistant_contents(x) else [] for x in (before, after))
-    return TOOL_USE in last_after and bool(_thinking(last_before)) and not _thinking(last_after)
+def _expected_thinking(before: dict, after: dict):
+    """Off exactly when thinking was on and the final assistant turn calls a tool without first
+    thinking (the API's rule); else as the client sent it."""
+    last = assistant_contents(after)[-1] if assistant_contents(after) else []
+    lacks = TOOL_USE in last and not (last and last[0]["type"] in ("thinking", "redacted_thinking"))
+    return OFF if "thinking" in before and lacks else before.get("thinking")
 
 
 @SETTINGS
@@ -225,4 +237,4 @@ def test_for_draft_property(b):
         assert _thinking(after) == [{**x, "signature": x["signature"][len(DRAFT_TAG):]} for x in _thinking(before)
                                     if x["type"] == "thinking" and x["signature"].startswith(DRAFT_TAG)]
         assert _others(after) == (_others(before) or ([PLACEHOLDER] if not _thinking(after) else []))
-    assert ("thinking" in out) == ("thinking" in b and not _tool_turn_lost_thinking(b, out))
+    assert out.get("thinking") == _expected_thinking(b, out)

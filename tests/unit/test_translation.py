@@ -14,7 +14,7 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cascade_extproc.codecs import anthropic, openai, provenance
+from cascade_extproc.codecs import anthropic, openai
 from cascade_extproc.codecs.sse import SseParser, frame
 from cascade_extproc.codecs.stream import Assembler, events_of
 from cascade_extproc.codecs.translate import ResponsePlan, ResponseTranslator, read_json
@@ -350,7 +350,7 @@ def translate(plan: ResponsePlan, parts: list[bytes]) -> bytes:
 @given(responses(Api.OPENAI, ids=ANY_IDS), cut_points, cut_points)
 def test_translator_openai_stream_to_anthropic(r, cuts, cuts2):
     upstream = openai.encode_sse(r, CREATED, include_usage=True)
-    plan = ResponsePlan(Api.ANTHROPIC, Api.OPENAI, tag_thinking=False, include_usage=False, created=CREATED)
+    plan = ResponsePlan(Api.ANTHROPIC, Api.OPENAI, strip_thinking=False, include_usage=False, created=CREATED)
     out = translate(plan, chunks(upstream, cuts))
     assert out == translate(plan, [upstream])  # where the chunks were cut does not matter
     got = assemble(Api.ANTHROPIC, chunks(out, cuts2))
@@ -364,7 +364,7 @@ def test_translator_openai_stream_to_anthropic(r, cuts, cuts2):
 @given(responses(Api.ANTHROPIC), st.booleans(), cut_points, cut_points)
 def test_translator_anthropic_stream_to_openai(r, include_usage, cuts, cuts2):
     upstream = anthropic.encode_sse(r)
-    plan = ResponsePlan(Api.OPENAI, Api.ANTHROPIC, tag_thinking=False, include_usage=include_usage, created=CREATED)
+    plan = ResponsePlan(Api.OPENAI, Api.ANTHROPIC, strip_thinking=False, include_usage=include_usage, created=CREATED)
     out = translate(plan, chunks(upstream, cuts))
     assert out == translate(plan, [upstream])
     assert assemble(Api.OPENAI, chunks(out, cuts2)) == openai_stream_normal(r, include_usage)
@@ -372,21 +372,25 @@ def test_translator_anthropic_stream_to_openai(r, include_usage, cuts, cuts2):
 
 @SETTINGS
 @given(responses(Api.ANTHROPIC), cut_points)
-def test_translator_tags_draft_thinking_once(r, cuts):
-    plan = ResponsePlan(Api.ANTHROPIC, Api.ANTHROPIC, tag_thinking=True, include_usage=False, created=CREATED)
-    got = assemble(Api.ANTHROPIC, [translate(plan, chunks(anthropic.encode_sse(r), cuts))])
-    expected = [replace(b, signature=provenance.tag_signature(b.signature)) if b.type == "thinking" else b
-                for b in r.blocks]
-    assert got.blocks == expected  # tag_signature is idempotent: tagged exactly once
+def test_translator_strips_the_drafts_reasoning(r, cuts):
+    """Block indexes stay dense once the reasoning blocks are gone: the SDKs index by them."""
+    plan = ResponsePlan(Api.ANTHROPIC, Api.ANTHROPIC, strip_thinking=True, include_usage=False, created=CREATED)
+    out = translate(plan, chunks(anthropic.encode_sse(r), cuts))
+    got = assemble(Api.ANTHROPIC, [out])
+    assert got.blocks == [b for b in r.blocks if b.type not in ("thinking", "redacted_thinking")]
+    starts = [json.loads(line[5:])["index"] for line in out.splitlines()
+              if line.startswith(b"data:") and b'"content_block_start"' in line]
+    assert starts == list(range(len(got.blocks)))
 
 
 @SETTINGS
 @given(responses(Api.OPENAI, ids=ANY_IDS))
 def test_translator_json_openai_to_anthropic(r):
-    plan = ResponsePlan(Api.ANTHROPIC, Api.OPENAI, tag_thinking=True, include_usage=False, created=CREATED)
+    plan = ResponsePlan(Api.ANTHROPIC, Api.OPENAI, strip_thinking=True, include_usage=False, created=CREATED)
     out = ResponseTranslator(plan).json_body(read_json(plan.upstream, openai.encode_json(r, CREATED)))
     got = anthropic.parse_response(json.loads(out))
     expected = openai_response_normal(r)
+    expected.blocks = [b for b in expected.blocks if b.type != "thinking"]
     assert [b.type for b in got.blocks] == [b.type for b in expected.blocks]
     assert got.text == expected.text and got.usage == expected.usage and got.stop_reason == expected.stop_reason
     assert [(b.name, b.input) for b in got.blocks if b.type == "tool_use"] == \
@@ -397,7 +401,7 @@ def test_translator_json_openai_to_anthropic(r):
 @SETTINGS
 @given(responses(Api.ANTHROPIC))
 def test_translator_json_anthropic_to_openai(r):
-    plan = ResponsePlan(Api.OPENAI, Api.ANTHROPIC, tag_thinking=False, include_usage=False, created=CREATED)
+    plan = ResponsePlan(Api.OPENAI, Api.ANTHROPIC, strip_thinking=False, include_usage=False, created=CREATED)
     out = ResponseTranslator(plan).json_body(read_json(plan.upstream, anthropic.encode_json(r)))
     assert openai.parse_response(json.loads(out)) == openai_response_normal(r)
 
@@ -418,12 +422,12 @@ def _reasoning_stream(reasoning: str, content: str, calls: list[Block]) -> bytes
 
 @SETTINGS
 @given(TEXT.filter(bool), TEXT, st.lists(tool_use_block(ANY_IDS), max_size=2), cut_points)
-def test_translator_tags_unsigned_reasoning_from_an_openai_stream(reasoning, content, calls, cuts):
-    """Chat Completions reasoning has no signature; translated for an Anthropic client it is still
-    the draft's thinking and must carry the draft tag, streamed as in JSON."""
-    plan = ResponsePlan(Api.ANTHROPIC, Api.OPENAI, tag_thinking=True, include_usage=False, created=CREATED)
+def test_translator_drops_unsigned_reasoning_from_an_openai_stream(reasoning, content, calls, cuts):
+    """Chat Completions reasoning (DeepSeek's reasoning_content) translated for an Anthropic client
+    is the draft's thinking: never shown, streamed or in JSON."""
+    plan = ResponsePlan(Api.ANTHROPIC, Api.OPENAI, strip_thinking=True, include_usage=False, created=CREATED)
     got = assemble(Api.ANTHROPIC, [translate(plan, chunks(_reasoning_stream(reasoning, content, calls), cuts))])
-    assert got.blocks[0] == Block("thinking", text=reasoning, signature=provenance.DRAFT_TAG)
+    assert all(b.type != "thinking" for b in got.blocks)
     assert got.text == content
     assert [(b.name, b.input) for b in got.blocks if b.type == "tool_use"] == [(b.name, b.input) for b in calls]
     message = {"role": "assistant", "content": content or None, "reasoning_content": reasoning,
@@ -432,9 +436,4 @@ def test_translator_tags_unsigned_reasoning_from_an_openai_stream(reasoning, con
     as_json = anthropic.parse_response(json.loads(ResponseTranslator(plan).json_body(read_json(
         plan.upstream, json.dumps({"object": "chat.completion", "id": "c1", "model": "reasoner",
                                    "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}).encode()))))
-    assert as_json.blocks[0] == got.blocks[0]
-    # Back in the next request, the strong provider never sees it.
-    history = {"thinking": {"type": "enabled"}, "messages": [
-        {"role": "user", "content": "q"},
-        {"role": "assistant", "content": [anthropic._encode_block(b) for b in got.blocks]}]}
-    assert not any(b["type"] == "thinking" for b in provenance.for_strong(history)["messages"][1]["content"])
+    assert as_json.blocks == got.blocks

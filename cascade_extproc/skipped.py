@@ -1,0 +1,209 @@
+"""The skipped path, served by the sidecar's relay: the draft answers alone.
+
+Envoy sends a skipped request to the relay (relay.py), which asks the draft provider itself and
+streams the answer back to the client through Envoy. Owning the client's stream is what lets it
+keep the promises Envoy alone could not:
+- nothing reaches the client before the draft's first content: a draft that fails, stalls or
+  answers garbage before that is answered by the strong model instead (path `fallback`);
+- a draft that stalls or breaks after that ends the stream with an error event in the client's
+  format, never a cut connection;
+- the draft's reasoning is never shown to the client (provenance), its answer is translated
+  into the client's API when the draft speaks the other one, and its usage is metered here;
+- the draft gets the sidecar's key and an allow-list of headers, nothing else of the client's.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+from aiohttp import web
+
+from cascade_extproc import codecs
+from cascade_extproc.codecs import anthropic, openai, sse
+from cascade_extproc.codecs.translate import ResponsePlan, ResponseTranslator, StreamTap, UsageChunkDropper, read_json
+from cascade_extproc.providers import HttpProvider, ProviderError, Upstream
+from cascade_extproc.types import Api, BlockDelta, Path, Request, StreamEnd, StreamError, Usage
+
+log = logging.getLogger("cascade_extproc.skipped")
+CODECS = {Api.ANTHROPIC: anthropic, Api.OPENAI: openai}
+
+
+@dataclass
+class SkipCall:
+    """One skipped request: what to send, to whom, and (filled as it goes) what happened."""
+
+    req: Request
+    body: bytes  # the draft request
+    plan: ResponsePlan
+    draft: HttpProvider
+    draft_headers: dict[str, str]  # the sidecar's key and an allow-list, nothing of the client's
+    strong: HttpProvider
+    strong_headers: dict[str, str]  # the client's own credentials, for the strong model's answer
+    strong_body: bytes
+    timeout_s: float  # the draft: to answer, and between two chunks
+    strong_timeout_s: float
+    on_done: Callable[["SkipCall"], None]
+    drop_usage: bool = False  # we asked an OpenAI stream for usage the client did not ask for
+    path: Path = Path.SKIPPED
+    status: int = 0
+    reason: str = ""  # why the strong model answered, or how the draft's answer broke
+    served_model: str = ""
+    usage: dict[str, Usage] = field(default_factory=dict)
+    taken: bool = False  # the relay has it (it then finishes the record)
+
+
+async def serve(call: SkipCall, request: web.Request) -> web.StreamResponse:
+    """Answer `request` (Envoy's, for the client) from the draft, else from the strong model."""
+    try:
+        async with call.draft.open(call.body, call.draft_headers, call.timeout_s) as up:
+            resp = await (_draft_stream(call, request, up) if up.sse else _draft_json(call, request, up))
+        if resp is not None:
+            return resp
+    except ProviderError as exc:
+        call.reason = _reason(exc)
+    except ConnectionError:
+        return _client_gone(call)
+    return await _from_strong(call, request)
+
+
+def _reason(exc: ProviderError) -> str:
+    if exc.status:
+        return f"draft-http-{exc.status}"
+    return "draft-" + exc.reason.split(":")[0].replace(" ", "-")
+
+
+async def _start(request: web.Request, content_type: str) -> web.StreamResponse:
+    resp = web.StreamResponse(status=200, headers={"content-type": content_type, "cache-control": "no-cache"})
+    await resp.prepare(request)
+    return resp
+
+
+async def _draft_stream(call: SkipCall, request: web.Request, up: Upstream) -> web.StreamResponse | None:
+    """Relay the draft's SSE stream; None (nothing sent) when the strong model should answer."""
+    translator = ResponseTranslator(call.plan) if call.plan.rewriting else None
+    tap = translator.tap if translator else StreamTap(call.plan.upstream)
+    dropper = UsageChunkDropper() if call.drop_usage and not translator else None
+    held: list[bytes] = []  # what the client gets once the draft has shown it can answer
+    resp: web.StreamResponse | None = None
+    try:
+        chunks = up.chunks()
+        async for chunk in chunks:
+            events = tap.feed(chunk)
+            out = translator.encode(events) if translator else dropper.feed(chunk) if dropper else chunk
+            if tap.broken:
+                break
+            if resp is not None:
+                await resp.write(out)
+                continue
+            held.append(out)
+            if any(isinstance(ev, (BlockDelta, StreamEnd)) for ev in events):
+                resp = await _start(request, sse.CONTENT_TYPE)
+                await resp.write(b"".join(held))
+        events = tap.feed(b"", end=True)
+        tail = translator.encode(events) if translator else dropper.feed(b"", True) if dropper else b""
+    except ProviderError as exc:
+        if resp is None:
+            call.reason = _reason(exc)
+            return None
+        return await _broken(call, resp, f"the draft provider's stream {exc.reason}", _reason(exc))
+    except ConnectionError:
+        return _client_gone(call, resp)
+    if resp is None:
+        if not tap.complete:  # it ended, or went wrong, before a word: not an answer
+            call.reason = "draft-malformed" if tap.broken else "draft-ended-early"
+            return None
+        resp = await _start(request, sse.CONTENT_TYPE)
+        await resp.write(b"".join(held))
+    try:
+        if tail:
+            await resp.write(tail)
+        if not tap.complete:  # cut short after the client had a part: say so, never end quietly
+            return await _broken(call, resp, "the draft provider's stream ended early", "draft-ended-early")
+        await resp.write_eof()
+    except ConnectionError:
+        return _client_gone(call, resp)
+    call.status, call.usage["draft"] = 200, tap.usage or Usage()
+    return resp
+
+
+async def _draft_json(call: SkipCall, request: web.Request, up: Upstream) -> web.StreamResponse | None:
+    raw = await up.read()
+    answer = read_json(call.plan.upstream, raw)
+    if answer is None:
+        call.reason = "draft-malformed"
+        return None
+    body = ResponseTranslator(call.plan).json_body(answer) if call.plan.rewriting else raw
+    call.status, call.usage["draft"] = 200, answer.usage
+    resp = web.Response(status=200, body=body, content_type="application/json")
+    try:
+        await resp.prepare(request)
+        await resp.write_eof()
+    except ConnectionError:
+        return _client_gone(call, resp)
+    return resp
+
+
+async def _broken(call: SkipCall, resp: web.StreamResponse, message: str, reason: str) -> web.StreamResponse:
+    """The client has part of the draft's answer and there is no more: end its stream with an
+    error event in its own format, so no SDK takes a cut answer for a whole one."""
+    call.status, call.reason = 502, reason
+    log.error("skipped request %s: %s after part of the answer was sent; ended with an error event",
+              call.req.headers.get("x-request-id", ""), message)
+    try:
+        await resp.write(_error_event(call.plan.client, call.plan.include_usage, message))
+        await resp.write_eof()
+    except ConnectionError:
+        pass
+    return resp
+
+
+def _error_event(client: Api, include_usage: bool, message: str) -> bytes:
+    enc = anthropic.StreamEncoder() if client is Api.ANTHROPIC else openai.StreamEncoder(0, include_usage)
+    return enc.encode(StreamError(502, message))
+
+
+def _client_gone(call: SkipCall, resp: web.StreamResponse | None = None) -> web.StreamResponse:
+    call.status, call.reason = 499, call.reason or "client-gone"
+    return resp if resp is not None else web.StreamResponse(status=499)
+
+
+async def _from_strong(call: SkipCall, request: web.Request) -> web.StreamResponse:
+    """The draft could not answer and the client has nothing yet: the strong model answers the
+    client's own request, with the client's own credentials, streamed as it comes."""
+    call.path, call.served_model = Path.FALLBACK, call.req.model
+    log.warning("skipped request %s: %s; the strong model answers", call.req.headers.get("x-request-id", ""),
+                call.reason)
+    tap = StreamTap(call.req.api)
+    dropper = UsageChunkDropper() if call.drop_usage else None
+    resp: web.StreamResponse | None = None
+    try:
+        async with call.strong.open(call.strong_body, call.strong_headers, call.strong_timeout_s) as up:
+            resp = await _start(request, sse.CONTENT_TYPE if up.sse else codecs.CONTENT_TYPE_JSON)
+            raw = b""
+            async for chunk in up.chunks():
+                if up.sse:
+                    tap.feed(chunk)
+                else:
+                    raw += chunk
+                await resp.write(dropper.feed(chunk) if dropper and up.sse else chunk)
+            if up.sse:
+                tap.feed(b"", end=True)
+                if dropper:
+                    await resp.write(dropper.feed(b"", True))
+        await resp.write_eof()
+    except ProviderError as exc:
+        if resp is not None:  # the strong model's own stream broke: as it would without us
+            return await _broken(call, resp, f"the strong provider's stream {exc.reason}", "strong-" + exc.reason)
+        call.status = exc.status or 502
+        message = exc.message or f"upstream error: {exc.reason}"
+        return web.Response(status=call.status, body=CODECS[call.req.api].error_body(call.status, message),
+                            content_type="application/json")
+    except ConnectionError:
+        return _client_gone(call, resp)
+    answer = tap.response() if up.sse else read_json(call.req.api, raw)
+    call.status = 200
+    call.usage["strong"] = (tap.usage if up.sse else answer.usage if answer else None) or Usage()
+    if answer is not None and answer.model:
+        call.served_model = answer.model
+    return resp
