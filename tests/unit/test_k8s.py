@@ -190,10 +190,17 @@ def test_committed_k8s_envoy_bootstrap_is_current(capsys):
         "--health 0.0.0.0:9902 > k8s/base/envoy.yaml`")
 
 
-def test_envoy_validates_the_k8s_bootstrap():
+def test_envoy_validates_the_k8s_bootstrap(tmp_path):
+    """With the draft key file where the pod mounts it (the path rewritten to a temporary one):
+    Envoy reads it itself, and refuses a bootstrap naming a file that does not exist."""
     from cascade_extproc.envoy_proc import envoy_binary
 
-    out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(K8S / "base" / "envoy.yaml")],
+    (tmp_path / "draft-key").write_text("k\n")
+    text = (K8S / "base" / "envoy.yaml").read_text()
+    assert "/var/run/secrets/cascade/draft-key" in text
+    path = tmp_path / "envoy.yaml"
+    path.write_text(text.replace("/var/run/secrets/cascade/draft-key", str(tmp_path / "draft-key")))
+    out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
 

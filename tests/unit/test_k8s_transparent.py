@@ -43,6 +43,8 @@ def test_envoy_validates_it(tmp_path):
     text = (COMPONENT / "envoy.yaml").read_text()
     assert f"{CERTS_DIR}/leaf.pem" in text
     path = tmp_path / "envoy.yaml"
+    (tmp_path / "draft-key").write_text("k\n")  # Envoy reads the mounted draft key itself
+    text = text.replace("/var/run/secrets/cascade/draft-key", str(tmp_path / "draft-key"))
     path.write_text(text.replace(CERTS_DIR, str(tmp_path / "c")))
     out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)],
                          capture_output=True, text=True, timeout=60)
