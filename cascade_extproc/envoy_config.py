@@ -269,6 +269,9 @@ def _hcm(cfg: Config, routes: list[dict[str, Any]], *, stat_prefix: str = "llm",
         "stat_prefix": stat_prefix,
         "stream_idle_timeout": "300s",
         "request_timeout": "0s",
+        # Envoy's default answers an HTTP/1.0 request with an empty reply; old clients and
+        # simple probes still send them.
+        "http_protocol_options": {"accept_http_10": True},
         # Runs before any route is chosen (an HTTP filter would be too late: the route may be
         # cached already), so no client can pick its upstream, even with the server down.
         "early_header_mutation_extensions": [{

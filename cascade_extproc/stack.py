@@ -83,8 +83,13 @@ async def up(cfg: Config, *, listen: str, admin: str | None, force_sim: bool) ->
 def _print_banner(listen: Addr, admin_host: str, admin_port: int, simulated: bool) -> None:
     base = f"http://{listen}"
     kind = "SIMULATED providers (no keys configured)" if simulated else "real providers"
+    # Both SDKs refuse to start without a key; the simulated providers take any value, real
+    # ones get the client's own key (the sidecar passes it to the strong provider).
+    keys = ("  export ANTHROPIC_API_KEY=sim-key OPENAI_API_KEY=sim-key   # any value will do\n"
+            if simulated else "  (and your own ANTHROPIC_API_KEY / OPENAI_API_KEY, as usual)\n")
     print(f"cascade-extproc is up, with {kind}. Point your clients at it:\n"
           f"  export ANTHROPIC_BASE_URL={base}\n"
           f"  export OPENAI_BASE_URL={base}/openai/v1\n"
+          f"{keys}"
           f"Dashboard: http://{admin_host}:{admin_port}/dashboard   "
           f"Metrics: http://{admin_host}:{admin_port}/metrics   Stop: Ctrl-C", flush=True)

@@ -2,6 +2,7 @@
 clear error in the client API's own error format; never a crash, a hang or a lost request."""
 import gzip
 import json
+import socket
 import urllib.error
 import urllib.request
 
@@ -71,3 +72,25 @@ def test_other_paths_pass_through(stack, method, path):
     assert hdrs.get("x-cascade-path") == "direct"
     got = stack.sims["strong_anthropic"].received
     assert len(got) == 1 and got[0].path == path  # it reached the provider, as it was
+
+
+def _raw_http(port: int, request: bytes) -> bytes:
+    """Send raw bytes, read until the server closes (HTTP/1.0: the end of the body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(request)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_http_1_0_request_is_answered(stack):
+    # Envoy's default answers HTTP/1.0 with nothing at all; old clients and probes still speak it.
+    body = json.dumps({**GOOD, "model": "claude-haiku-4-5"}).encode()
+    out = _raw_http(stack.port, b"POST /v1/messages HTTP/1.0\r\nHost: api.anthropic.com\r\n"
+                    b"content-type: application/json\r\nanthropic-version: 2023-06-01\r\n"
+                    + f"x-api-key: {CLIENT_KEY}\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body)
+    head, _, payload = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.") and b" 200 " in head.split(b"\r\n")[0], out[:300]
+    assert b"x-cascade-path: direct" in head.lower()
+    assert json.loads(payload)["type"] == "message"

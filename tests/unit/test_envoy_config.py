@@ -240,3 +240,8 @@ def test_keys_needing_restart_are_what_the_bootstrap_and_sockets_hold(tmp_path, 
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(change))
     assert envoy_config.keys_needing_restart(old, config.load(path)) == refused
+
+
+def test_llm_listener_answers_http_1_0(tmp_path):
+    hcm = build_from(tmp_path, {})
+    assert hcm["http_protocol_options"] == {"accept_http_10": True}  # Envoy's default: an empty reply
