@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from cascade_extproc.sim_validate import (BadRequest, check_anthropic, check_openai, need, redacted_prefix,
                                           thinking_enabled, thinking_signature)
@@ -344,12 +345,17 @@ class SimProvider:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        raw = await request.read()
-        try:
-            parsed = json.loads(raw) if raw else None
-        except ValueError:
-            parsed = None
         headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            raw = await request.read()  # inflated here when the client sent content-encoding
+        except (web.RequestPayloadError, HttpProcessingError):
+            # A body that does not decode (say gzip that is not gzip): the client's mistake, not
+            # ours. Answered as a provider would, without a traceback in the console.
+            if self.record:
+                self.received.append(Recorded(request.method, request.path, headers, b"", None, request.query_string))
+            encoding = headers.get("content-encoding", "")
+            return self._error(400, f"request body could not be decoded (content-encoding: {encoding})")
+        parsed = _loads(raw) if raw else None
         if self.record:
             self.received.append(Recorded(request.method, request.path, headers, raw, parsed, request.query_string))
         log.debug("sim %s: %s %s", self.name, request.method, request.path)
@@ -404,8 +410,11 @@ class SimProvider:
         return cut
 
     async def _body(self, request: web.Request) -> dict:
+        raw = await request.read()  # aiohttp caches the body
         try:
-            body = json.loads(await request.read())  # aiohttp caches the body
+            body = json.loads(raw)
+        except RecursionError:  # nesting deeper than the parser goes: a 400, as at a real API
+            need(False, "request body is not valid JSON: nested too deeply")
         except ValueError:
             body = None
         need(isinstance(body, dict), "request body must be a JSON object")
@@ -535,6 +544,14 @@ class SimProvider:
             message["tool_calls"] = calls
         choice = {"index": 0, "message": message, "finish_reason": _FINISH[ans.stop], "logprobs": None}
         return await self._json(request, {**head, "object": "chat.completion", "choices": [choice], "usage": usage}, ans)
+
+
+def _loads(raw: bytes) -> Any:
+    """The JSON in `raw` for the record, or None when it is not JSON (or nested too deeply)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _digest(body: dict) -> str:
