@@ -330,7 +330,9 @@ class SimProvider:
         else:
             app.router.add_post(self.base_path + "/v1/chat/completions", self._openai_chat)
         app.router.add_get(self.base_path + "/v1/models", self._models)
-        self._runner = web.AppRunner(app, access_log=None)  # no per-request logging
+        # No per-request logging. No lingering: after answering a body that does not decode, aiohttp
+        # would read on to drain it, hit the same error and log it as an unhandled exception.
+        self._runner = web.AppRunner(app, access_log=None, lingering_time=0)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port, ssl_context=ssl_context).start()
         self._host, self.port = host, self._runner.addresses[0][1]
