@@ -43,8 +43,8 @@ from typing import Any, Iterator
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from cascade_extproc.sim_validate import (BadRequest, check_anthropic, check_openai, need, redacted_prefix,
-                                          thinking_enabled, thinking_signature)
+from cascade_extproc.sim_validate import (BadRequest, check_anthropic, check_openai, check_unique_keys, need,
+                                          redacted_prefix, thinking_enabled, thinking_signature)
 
 log = logging.getLogger(__name__)
 
@@ -420,6 +420,7 @@ class SimProvider:
         except ValueError:
             body = None
         need(isinstance(body, dict), "request body must be a JSON object")
+        check_unique_keys(json.loads(raw, object_pairs_hook=list))  # json.loads kept the last value
         try:  # like the real APIs: text must be valid Unicode (no lone surrogates)
             json.dumps(body, ensure_ascii=False).encode()
         except UnicodeEncodeError:

@@ -610,3 +610,21 @@ def test_hostile_bodies_get_a_quiet_400_in_the_apis_shape(_providers, api, case,
     # Quiet, as a real provider is: nothing that looks like a crash in `make run`'s console.
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("api, raw", [
+    ("anthropic", b'{"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], "stream": "yes"}'),
+    ("anthropic", b'{"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], "model": "n"}'),
+    ("anthropic", b'{"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], '
+                  b'"stop_sequences": "END"}'),
+    ("openai", b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": 1}'),
+    ("openai", b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "model": "n"}'),
+    ("openai", b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], '
+               b'"stream_options": {"include_usage": true}}'),
+    ("openai", b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}'),
+])
+def test_sims_refuse_what_the_real_apis_refuse(_providers, api, raw):
+    sim = _providers[api]
+    url = f"{sim.url}/v1/messages" if api == "anthropic" else f"{sim.url}/chat/completions"
+    status, body = raw_post(url, raw, {"x-api-key": "k", "authorization": "Bearer k"})
+    assert status == 400, body
