@@ -203,10 +203,13 @@ def encode_request(req: ChatRequest) -> dict[str, Any]:
 # ---- responses -------------------------------------------------------------------------------
 
 def _usage(u: dict[str, Any]) -> Usage:
-    cached = int(((u.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0)
-    # OpenAI counts cached tokens inside prompt_tokens; the neutral form keeps them apart.
-    return Usage(input_tokens=int(u.get("prompt_tokens") or 0) - cached,
-                 output_tokens=int(u.get("completion_tokens") or 0), cache_read_tokens=cached)
+    details = u.get("prompt_tokens_details") or {}
+    cached = int(details.get("cached_tokens") or 0)
+    written = int(details.get("cache_write_tokens") or 0)  # GPT-5.6 on bill cache writes
+    # OpenAI counts cached and written tokens inside prompt_tokens; the neutral form keeps them apart.
+    return Usage(input_tokens=max(int(u.get("prompt_tokens") or 0) - cached - written, 0),
+                 output_tokens=int(u.get("completion_tokens") or 0), cache_read_tokens=cached,
+                 cache_write_tokens=written)
 
 
 def parse_response(data: Any) -> Response:
@@ -233,9 +236,11 @@ def parse_response(data: Any) -> Response:
 
 def _usage_json(u: Usage) -> dict[str, Any]:
     prompt = u.input_tokens + u.cache_read_tokens + u.cache_write_tokens
+    details = {"cached_tokens": u.cache_read_tokens}
+    if u.cache_write_tokens:
+        details["cache_write_tokens"] = u.cache_write_tokens
     return {"prompt_tokens": prompt, "completion_tokens": u.output_tokens,
-            "total_tokens": prompt + u.output_tokens,
-            "prompt_tokens_details": {"cached_tokens": u.cache_read_tokens}}
+            "total_tokens": prompt + u.output_tokens, "prompt_tokens_details": details}
 
 
 def completion_json(r: Response, created: int) -> dict[str, Any]:

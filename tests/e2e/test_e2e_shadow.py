@@ -19,8 +19,8 @@ REQUESTS = [
     ("anthropic", {"model": "claude-sonnet-5", "max_tokens": 200, "stream": True,
                    "messages": [{"role": "user", "content": COMPLEX}]}),
     ("anthropic", {"model": "claude-haiku-4-5", "max_tokens": 200, "messages": [{"role": "user", "content": "hi"}]}),
-    ("openai", {"model": "gpt-5", "messages": [{"role": "user", "content": "ok"}]}),
-    ("openai", {"model": "gpt-5", "stream": True, "messages": [{"role": "user", "content": "ok"}]}),
+    ("openai", {"model": "gpt-6.2-sol", "messages": [{"role": "user", "content": "ok"}]}),
+    ("openai", {"model": "gpt-6.2-sol", "stream": True, "messages": [{"role": "user", "content": "ok"}]}),
     ("anthropic", {"model": "claude-sonnet-5", "messages": [{"role": "user", "content": "no max_tokens"}]}),  # a 400
 ]
 

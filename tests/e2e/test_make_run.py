@@ -59,7 +59,7 @@ def test_make_run_serves_the_sdk_and_stops_cleanly():
         obase = re.search(r"export OPENAI_BASE_URL=(\S+)", out).group(1)
         oclient = openai.OpenAI(base_url=obase, api_key=keys["OPENAI_API_KEY"], max_retries=0)
         assert oclient.chat.completions.create(
-            model="gpt-5", messages=[{"role": "user", "content": "hello"}]).choices[0].message.content
+            model="gpt-6.2-sol", messages=[{"role": "user", "content": "hello"}]).choices[0].message.content
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does to the foreground group
         # make itself dies of the SIGINT, as it always does; the stack below it must stop cleanly.
         output.wait_for(r"cascade-extproc stopped", timeout_s=20)

@@ -399,6 +399,17 @@ def test_openai_parse_response():
     assert r.usage == Usage(input_tokens=1117 - 1024, output_tokens=46, cache_read_tokens=1024)
 
 
+def test_openai_usage_with_cache_writes():
+    # From GPT-5.6 on, OpenAI bills cache writes (1.25x input) and reports them inside prompt_tokens.
+    data = {**OPENAI_COMPLETION, "usage": {"prompt_tokens": 5000, "completion_tokens": 40, "total_tokens": 5040,
+                                           "prompt_tokens_details": {"cached_tokens": 3000, "cache_write_tokens": 1500}}}
+    u = openai.parse_response(data).usage
+    assert u == Usage(input_tokens=500, output_tokens=40, cache_read_tokens=3000, cache_write_tokens=1500)
+    # and back, as the openai SDK reads it
+    c = ChatCompletion.model_validate(json.loads(openai.encode_json(openai.parse_response(data), created=1)))
+    assert c.usage.prompt_tokens == 5000 and c.usage.prompt_tokens_details.cache_write_tokens == 1500
+
+
 @pytest.mark.parametrize("finish, stop", [
     ("stop", StopReason.END_TURN), ("length", StopReason.MAX_TOKENS), ("tool_calls", StopReason.TOOL_USE),
     ("function_call", StopReason.TOOL_USE), ("content_filter", StopReason.END_TURN), (None, StopReason.END_TURN),
@@ -444,6 +455,7 @@ def test_openai_encode_json_validates_with_sdk_model():
     # Neutral input excludes cache reads and writes; OpenAI's prompt_tokens includes them.
     assert c.usage.prompt_tokens == 137 and c.usage.completion_tokens == 50 and c.usage.total_tokens == 187
     assert c.usage.prompt_tokens_details.cached_tokens == 30
+    assert c.usage.prompt_tokens_details.cache_write_tokens == 7
 
 
 def test_openai_encode_json_round_trip():
