@@ -42,7 +42,7 @@ def requests_mix(rng: random.Random, base: str) -> tuple[str, dict, dict]:
     o_headers = {"authorization": f"Bearer {CLIENT_KEY}", "content-type": "application/json"}
     if kind < 0.10:
         return (f"{base}/openai/v1/chat/completions", o_headers,
-                {"model": "gpt-5", "stream": stream, "messages": [{"role": "user", "content": "ok"}]})
+                {"model": "gpt-6.2-sol", "stream": stream, "messages": [{"role": "user", "content": "ok"}]})
     body = {"model": "claude-sonnet-5", "max_tokens": 200, "stream": stream}
     if kind < 0.45:
         body["messages"] = [{"role": "user", "content": f"thanks {rng.randrange(1000)}"}]

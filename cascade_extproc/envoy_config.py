@@ -229,6 +229,9 @@ def _hcm(cfg: Config, routes: list[dict[str, Any]], *, stat_prefix: str = "llm",
         "stat_prefix": stat_prefix,
         "stream_idle_timeout": "300s",
         "request_timeout": "0s",
+        # Envoy's default answers an HTTP/1.0 request with an empty reply; old clients and
+        # simple probes still send them.
+        "http_protocol_options": {"accept_http_10": True},
         # Runs before any route is chosen (an HTTP filter would be too late: the route may be
         # cached already), so no client can pick its upstream, even with the server down.
         "early_header_mutation_extensions": [{
@@ -296,6 +299,9 @@ def _listener(cfg: Config, listen: Addr) -> dict[str, Any]:
     return {
         "name": "llm",
         "address": listen.socket(),
+        # Envoy's default (SO_REUSEPORT) lets a second Envoy bind the same port and take a share
+        # of its connections: a stale one must make the bind fail instead.
+        "enable_reuse_port": False,
         "per_connection_buffer_limit_bytes": CONNECTION_BUFFER,
         "filter_chains": [{"filters": [
             {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
@@ -386,6 +392,7 @@ def _transparent_listener(cfg: Config, t: TransparentConfig) -> tuple[dict[str, 
     listener = {
         "name": "transparent",
         "address": t.listen[0].socket(),
+        "enable_reuse_port": False,  # as on the base-URL listener
         # Pass-through connections (every other HTTPS of the app) must not each buffer 64 MiB for
         # a slow reader: the model routes carry their own, larger, request limit.
         "per_connection_buffer_limit_bytes": CONNECTION_BUFFER,
@@ -465,8 +472,9 @@ def _health_listener(health: Addr, admin: Addr) -> tuple[dict[str, Any], dict[st
                "route": {"cluster": "envoy_admin", "timeout": "5s"}} for path in ADMIN_EXPOSED),
             {"match": {"prefix": "/"}, "direct_response": {"status": 404}}]}]},
     }
-    listener = {"name": "health", "address": health.socket(), "filter_chains": [{"filters": [
-        {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}
+    listener = {"name": "health", "address": health.socket(), "enable_reuse_port": False,
+                "filter_chains": [{"filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}
     return listener, cluster
 
 

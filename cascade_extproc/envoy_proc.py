@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import http.client
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +15,24 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+_PR_SET_PDEATHSIG = 1
+try:  # looked up here, not in the child: between fork and exec only the call itself is safe
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (AttributeError, OSError):  # not Linux
+    _prctl = None
+
+
+def _die_with_parent(parent: int):
+    """A preexec_fn: the child gets SIGTERM when its parent dies, however it dies (SIGKILL
+    included), so no Envoy outlives the process that started it and keeps the port. Linux ties
+    this to the parent *thread*: start Envoy from a thread that lives as long as the process."""
+    def preexec() -> None:
+        if _prctl is not None:
+            _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the call above: do not start
+            os._exit(1)
+    return preexec
 
 
 def envoy_binary() -> str:
@@ -50,7 +71,7 @@ class EnvoyProcess:
             envoy_binary(), "-c", str(self.config_path), "--log-level", self.log_level,
             "--disable-hot-restart", "--concurrency", "2",
             "--admin-address-path", str(self._admin_path),
-        ])
+        ], preexec_fn=_die_with_parent(os.getpid()))
 
     def admin_get(self, path: str, timeout_s: float = 5.0) -> tuple[int, str]:
         """GET `path` from Envoy's admin interface (a Unix socket, or the TCP port it picked)."""

@@ -41,9 +41,10 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from cascade_extproc.sim_validate import (BadRequest, check_anthropic, check_openai, need, redacted_prefix,
-                                          thinking_enabled, thinking_signature)
+from cascade_extproc.sim_validate import (BadRequest, check_anthropic, check_openai, check_unique_keys, need,
+                                          redacted_prefix, thinking_enabled, thinking_signature)
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +330,9 @@ class SimProvider:
         else:
             app.router.add_post(self.base_path + "/v1/chat/completions", self._openai_chat)
         app.router.add_get(self.base_path + "/v1/models", self._models)
-        self._runner = web.AppRunner(app, access_log=None)  # no per-request logging
+        # No per-request logging. No lingering: after answering a body that does not decode, aiohttp
+        # would read on to drain it, hit the same error and log it as an unhandled exception.
+        self._runner = web.AppRunner(app, access_log=None, lingering_time=0)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port, ssl_context=ssl_context).start()
         self._host, self.port = host, self._runner.addresses[0][1]
@@ -344,12 +347,17 @@ class SimProvider:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        raw = await request.read()
-        try:
-            parsed = json.loads(raw) if raw else None
-        except ValueError:
-            parsed = None
         headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            raw = await request.read()  # inflated here when the client sent content-encoding
+        except (web.RequestPayloadError, HttpProcessingError):
+            # A body that does not decode (say gzip that is not gzip): the client's mistake, not
+            # ours. Answered as a provider would, without a traceback in the console.
+            if self.record:
+                self.received.append(Recorded(request.method, request.path, headers, b"", None, request.query_string))
+            encoding = headers.get("content-encoding", "")
+            return self._error(400, f"request body could not be decoded (content-encoding: {encoding})")
+        parsed = _loads(raw) if raw else None
         if self.record:
             self.received.append(Recorded(request.method, request.path, headers, raw, parsed, request.query_string))
         log.debug("sim %s: %s %s", self.name, request.method, request.path)
@@ -404,11 +412,15 @@ class SimProvider:
         return cut
 
     async def _body(self, request: web.Request) -> dict:
+        raw = await request.read()  # aiohttp caches the body
         try:
-            body = json.loads(await request.read())  # aiohttp caches the body
+            body = json.loads(raw)
+        except RecursionError:  # nesting deeper than the parser goes: a 400, as at a real API
+            need(False, "request body is not valid JSON: nested too deeply")
         except ValueError:
             body = None
         need(isinstance(body, dict), "request body must be a JSON object")
+        check_unique_keys(json.loads(raw, object_pairs_hook=list))  # json.loads kept the last value
         try:  # like the real APIs: text must be valid Unicode (no lone surrogates)
             json.dumps(body, ensure_ascii=False).encode()
         except UnicodeEncodeError:
@@ -535,6 +547,14 @@ class SimProvider:
             message["tool_calls"] = calls
         choice = {"index": 0, "message": message, "finish_reason": _FINISH[ans.stop], "logprobs": None}
         return await self._json(request, {**head, "object": "chat.completion", "choices": [choice], "usage": usage}, ans)
+
+
+def _loads(raw: bytes) -> Any:
+    """The JSON in `raw` for the record, or None when it is not JSON (or nested too deeply)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _digest(body: dict) -> str:

@@ -53,6 +53,18 @@ def _is_list_of(value: Any, ok: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, dict) and ok(v) for v in value)
 
 
+def _number(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def check_unique_keys(pairs: list[tuple[str, Any]]) -> None:
+    """The top-level members of a request body, as parsed: each key at most once."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        need(key not in seen, f"Invalid JSON: duplicate key '{key}' in the request body")
+        seen.add(key)
+
+
 # ---- Anthropic Messages ----
 
 def _check_anthropic_block(b: dict, where: str, name: str) -> None:
@@ -156,7 +168,13 @@ def check_anthropic(body: dict, *, generating: bool, name: str) -> None:
              f"messages.{i}.content: Input should be a valid string or list of blocks")
         for j, block in enumerate(m["content"] if isinstance(m["content"], list) else []):
             _check_anthropic_block(block, f"messages.{i}.content.{j}", name)
+    need(body.get("stream") is None or isinstance(body["stream"], bool), "stream: Input should be a valid boolean")
     need(body.get("system") is None or isinstance(body["system"], (str, list)), "system: invalid")
+    stop = body.get("stop_sequences")
+    need(stop is None or (isinstance(stop, list) and all(isinstance(x, str) for x in stop)),
+         "stop_sequences: Input should be a valid list")
+    for key in ("temperature", "top_p"):
+        need(_number(body.get(key)), f"{key}: Input should be a valid number")
     tools = body.get("tools") or []
     need(_is_list_of(tools, lambda t: isinstance(t.get("name"), str)), "tools: each tool needs a name")
     tc = body.get("tool_choice")
@@ -208,8 +226,17 @@ def check_openai(body: dict) -> None:
         need(_is_list_of(m.get("tool_calls") or [], lambda c: isinstance(c.get("id"), str) and isinstance(
             c.get("function"), dict) and isinstance(c["function"].get("arguments"), str)),
             f"Invalid 'messages[{i}].tool_calls'")
-    for key in ("max_tokens", "max_completion_tokens"):
+    for key in ("max_tokens", "max_completion_tokens", "n"):
         need(body.get(key) is None or (type(body[key]) is int and body[key] >= 1), f"Invalid '{key}'")
+    need(body.get("stream") is None or isinstance(body["stream"], bool),
+         "Invalid type for 'stream': expected a boolean")
+    need(body.get("stream_options") is None or body.get("stream") is True,
+         "The 'stream_options' parameter is only allowed when 'stream' is enabled.")
+    stop = body.get("stop")
+    need(stop is None or isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(x, str) for x in stop)),
+         "Invalid type for 'stop'")
+    for key in ("temperature", "top_p"):
+        need(_number(body.get(key)), f"Invalid type for '{key}': expected a number")
     need(body.get("reasoning_effort") in _REASONING_EFFORTS, "Invalid value for 'reasoning_effort'")
     tools = body.get("tools") or []
     need(_is_list_of(tools, lambda t: isinstance(t.get("function"), dict) and isinstance(

@@ -9,6 +9,8 @@ import dataclasses
 import logging
 import os
 import shutil
+import socket
+import sys
 import tempfile
 
 from cascade_extproc import envoy_config
@@ -44,10 +46,33 @@ async def _start_sims(cfg: Config) -> tuple[Config, list[SimProvider]]:
     return cfg, sims
 
 
+def _in_use(addr: Addr) -> bool:
+    """Whether a TCP listener holds `addr`: a bind without SO_REUSEPORT fails, even where the
+    holder (a stale Envoy, whose default is SO_REUSEPORT) would let another Envoy share it."""
+    if addr.is_unix or addr.port == 0:
+        return False
+    family, kind, proto, _, sockaddr = socket.getaddrinfo(
+        addr.host, addr.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not in use
+        try:
+            s.bind(sockaddr)
+        except OSError:
+            return True
+    return False
+
+
 async def up(cfg: Config, *, listen: str, admin: str | None, force_sim: bool) -> int:
     listen_addr = Addr.parse(listen)
     if admin:
         cfg = dataclasses.replace(cfg, listen=dataclasses.replace(cfg.listen, admin=admin))
+    # Before starting anything: a second stack on a taken port would share it with the first
+    # (or with a leftover Envoy), and requests would fail at random.
+    for addr, flag in ((listen_addr, "--listen"), (Addr.parse(cfg.listen.admin), "--admin")):
+        if _in_use(addr):
+            print(f"cascade-extproc up: {addr} is already in use (another cascade-extproc or Envoy?); "
+                  f"stop it, or choose another address with {flag}", file=sys.stderr, flush=True)
+            return 2
     # Envoy reaches the server over a Unix socket: no TCP stack between them, no port to pick.
     sock_dir = tempfile.mkdtemp(prefix="cascade-")
     cfg = dataclasses.replace(cfg, listen=dataclasses.replace(cfg.listen, grpc=f"unix:{sock_dir}/extproc.sock",
@@ -84,8 +109,13 @@ async def up(cfg: Config, *, listen: str, admin: str | None, force_sim: bool) ->
 def _print_banner(listen: Addr, admin_host: str, admin_port: int, simulated: bool) -> None:
     base = f"http://{listen}"
     kind = "SIMULATED providers (no keys configured)" if simulated else "real providers"
+    # Both SDKs refuse to start without a key; the simulated providers take any value, real
+    # ones get the client's own key (the sidecar passes it to the strong provider).
+    keys = ("  export ANTHROPIC_API_KEY=sim-key OPENAI_API_KEY=sim-key   # any value will do\n"
+            if simulated else "  (and your own ANTHROPIC_API_KEY / OPENAI_API_KEY, as usual)\n")
     print(f"cascade-extproc is up, with {kind}. Point your clients at it:\n"
           f"  export ANTHROPIC_BASE_URL={base}\n"
           f"  export OPENAI_BASE_URL={base}/openai/v1\n"
+          f"{keys}"
           f"Dashboard: http://{admin_host}:{admin_port}/dashboard   "
           f"Metrics: http://{admin_host}:{admin_port}/metrics   Stop: Ctrl-C", flush=True)

@@ -6,7 +6,7 @@ import re
 import secrets
 from typing import Any
 
-from cascade_extproc.codecs import CodecError, dumps
+from cascade_extproc.codecs import CodecError, dumps, positive_int, require
 from cascade_extproc.codecs.sse import SseEvent, frame
 from cascade_extproc.codecs.stream import events_of
 from cascade_extproc.types import (Block, BlockDelta, BlockStart, BlockStop, ChatRequest, Message,
@@ -36,6 +36,51 @@ def with_model(body: dict[str, Any], model: str, *, stream: bool | None = None) 
 
 
 # ---- requests --------------------------------------------------------------------------------
+
+_ROLES = ("user", "assistant")
+_TOOL_CHOICES = ("auto", "any", "tool", "none")
+_THINKING = ("enabled", "disabled", "adaptive")
+
+
+def _blocks(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(b, dict) for b in value)
+
+
+def _number(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def check_request(body: dict[str, Any]) -> None:
+    """What the Messages API refuses with a 400, in the fields the router and the paths read:
+    CodecError. Absent (or null) optional fields are fine. Of the messages, only the last is
+    checked, as the router reads it: the cost must not grow with the conversation (an earlier
+    malformed message is refused by the draft provider too, and the strong one answers)."""
+    model = body.get("model")
+    require(isinstance(model, str) and model, "model: a non-empty string is required")
+    require(positive_int(body.get("max_tokens")), "max_tokens: a positive integer is required")
+    messages = body.get("messages")
+    require(isinstance(messages, list) and messages, "messages: a non-empty list is required")
+    last = messages[-1]
+    require(isinstance(last, dict) and last.get("role") in _ROLES
+            and (isinstance(last.get("content"), str) or _blocks(last.get("content"))),
+            "messages: each needs a role (user or assistant) and a content (a string or a list of blocks)")
+    require(body.get("stream") is None or isinstance(body["stream"], bool), "stream: a boolean is required")
+    system = body.get("system")
+    require(system is None or isinstance(system, str) or _blocks(system), "system: a string or a list of blocks")
+    require(body.get("tools") is None or _blocks(body["tools"]), "tools: a list of tools is required")
+    choice = body.get("tool_choice")
+    require(choice is None or (isinstance(choice, dict) and choice.get("type") in _TOOL_CHOICES
+                               and (choice["type"] != "tool" or isinstance(choice.get("name"), str))),
+            "tool_choice: {type: auto | any | none} or {type: tool, name}")
+    thinking = body.get("thinking")
+    require(thinking is None or (isinstance(thinking, dict) and thinking.get("type") in _THINKING),
+            "thinking: {type: enabled | disabled | adaptive}")
+    stop = body.get("stop_sequences")
+    require(stop is None or (isinstance(stop, list) and all(isinstance(x, str) for x in stop)),
+            "stop_sequences: a list of strings")
+    require(body.get("metadata") is None or isinstance(body["metadata"], dict), "metadata: an object")
+    require(all(_number(body.get(k)) for k in ("temperature", "top_p")), "temperature, top_p: numbers")
+    require(body.get("top_k") is None or (type(body["top_k"]) is int), "top_k: an integer")
 
 def _text(content: Any) -> str:
     if isinstance(content, str):

@@ -5,7 +5,7 @@ import json
 import secrets
 from typing import Any
 
-from cascade_extproc.codecs import CodecError, dumps
+from cascade_extproc.codecs import CodecError, dumps, positive_int, require
 from cascade_extproc.codecs.sse import SseEvent, frame
 from cascade_extproc.codecs.stream import events_of
 from cascade_extproc.types import (Block, BlockDelta, BlockStart, BlockStop, ChatRequest, Message,
@@ -37,6 +37,48 @@ def with_model(body: dict[str, Any], model: str, *, stream: bool | None = None) 
 
 
 # ---- requests --------------------------------------------------------------------------------
+
+_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+
+
+def _list_of_dicts(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(x, dict) for x in value)
+
+
+def _number(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def check_request(body: dict[str, Any]) -> None:
+    """What Chat Completions refuses with a 400, in the fields the router and the paths read:
+    CodecError. Absent (or null) optional fields are fine. Of the messages, only the last is
+    checked, as the router reads it: the cost must not grow with the conversation (an earlier
+    malformed message is refused by the draft provider too, and the strong one answers)."""
+    model = body.get("model")
+    require(isinstance(model, str) and model, "model: a non-empty string is required")
+    messages = body.get("messages")
+    require(isinstance(messages, list) and messages, "messages: a non-empty list is required")
+    last = messages[-1]
+    require(isinstance(last, dict) and last.get("role") in _ROLES
+            and (last.get("content") is None or isinstance(last["content"], (str, list))),
+            "messages: each needs a valid role and a content (a string, a list of parts or null)")
+    stream = body.get("stream")
+    require(stream is None or isinstance(stream, bool), "stream: a boolean is required")
+    options = body.get("stream_options")
+    require(options is None or (isinstance(options, dict) and stream is True),
+            "stream_options: an object, only allowed when stream is true")
+    for key in ("max_tokens", "max_completion_tokens", "n"):
+        require(body.get(key) is None or positive_int(body[key]), f"{key}: a positive integer is required")
+    require(body.get("tools") is None or _list_of_dicts(body["tools"]), "tools: a list of tools is required")
+    choice = body.get("tool_choice")
+    require(choice is None or choice in ("none", "auto", "required") or isinstance(choice, dict),
+            "tool_choice: none, auto, required or {type: function, function: {name}}")
+    require(body.get("reasoning_effort") is None or isinstance(body["reasoning_effort"], str),
+            "reasoning_effort: a string")
+    stop = body.get("stop")
+    require(stop is None or isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(x, str) for x in stop)),
+            "stop: a string or a list of strings")
+    require(all(_number(body.get(k)) for k in ("temperature", "top_p")), "temperature, top_p: numbers")
 
 def _text(content: Any) -> str:
     if isinstance(content, str):
@@ -161,10 +203,13 @@ def encode_request(req: ChatRequest) -> dict[str, Any]:
 # ---- responses -------------------------------------------------------------------------------
 
 def _usage(u: dict[str, Any]) -> Usage:
-    cached = int(((u.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0)
-    # OpenAI counts cached tokens inside prompt_tokens; the neutral form keeps them apart.
-    return Usage(input_tokens=int(u.get("prompt_tokens") or 0) - cached,
-                 output_tokens=int(u.get("completion_tokens") or 0), cache_read_tokens=cached)
+    details = u.get("prompt_tokens_details") or {}
+    cached = int(details.get("cached_tokens") or 0)
+    written = int(details.get("cache_write_tokens") or 0)  # GPT-5.6 on bill cache writes
+    # OpenAI counts cached and written tokens inside prompt_tokens; the neutral form keeps them apart.
+    return Usage(input_tokens=max(int(u.get("prompt_tokens") or 0) - cached - written, 0),
+                 output_tokens=int(u.get("completion_tokens") or 0), cache_read_tokens=cached,
+                 cache_write_tokens=written)
 
 
 def parse_response(data: Any) -> Response:
@@ -191,9 +236,11 @@ def parse_response(data: Any) -> Response:
 
 def _usage_json(u: Usage) -> dict[str, Any]:
     prompt = u.input_tokens + u.cache_read_tokens + u.cache_write_tokens
+    details = {"cached_tokens": u.cache_read_tokens}
+    if u.cache_write_tokens:
+        details["cache_write_tokens"] = u.cache_write_tokens
     return {"prompt_tokens": prompt, "completion_tokens": u.output_tokens,
-            "total_tokens": prompt + u.output_tokens,
-            "prompt_tokens_details": {"cached_tokens": u.cache_read_tokens}}
+            "total_tokens": prompt + u.output_tokens, "prompt_tokens_details": details}
 
 
 def completion_json(r: Response, created: int) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from cascade_extproc.config import ConfigError, Economics
-from cascade_extproc.pricing import PriceTable
+from cascade_extproc.pricing import Price, PriceTable
 from cascade_extproc.routing.economics import cascade_saving
 from cascade_extproc.types import Api, Request
 
@@ -45,6 +45,7 @@ FEATURES: dict[str, type] = {
     "keywords": list,
     "max_tokens": int,
     "client": str,
+    "priced": bool,
     "cascade_saving": float,
 }
 
@@ -113,19 +114,25 @@ def extract(req: Request, body_bytes: int, ctx: Context | None = None) -> dict[s
         "keywords": [name for name, rx in ctx.keywords.items() if last_turn == "user_text" and rx.search(scan)],
         "max_tokens": max_tokens if isinstance(max_tokens, int) else 0,
         "client": _client(req.headers.get("user-agent", "")),
+        "priced": None,
         "cascade_saving": None,
     }
-    features["cascade_saving"] = _saving(req, features, ctx)
+    prices = _prices(req, ctx)
+    if prices is not None:
+        strong, draft = prices
+        features["priced"] = strong is not None and draft is not None
+        if strong is not None and draft is not None:  # else rules on cascade_saving do not match
+            features["cascade_saving"] = cascade_saving(features["context_tokens"], features["last_turn_tokens"],
+                                                        strong, draft, ctx.economics)
     return features
 
 
-def _saving(req: Request, f: dict[str, Any], ctx: Context) -> float | None:
+def _prices(req: Request, ctx: Context) -> tuple[Price | None, Price | None] | None:
+    """(strong, draft) prices of this request's models, either None where unknown; None when
+    there is no price table to ask (then `priced` is unset, and matches nothing)."""
     if ctx.prices is None or req.api not in ctx.draft_models:
         return None
-    strong, draft = ctx.prices.lookup(req.model), ctx.prices.lookup(ctx.draft_models[req.api])
-    if strong is None or draft is None:
-        return None  # unknown prices: rules on cascade_saving do not match
-    return cascade_saving(f["context_tokens"], f["last_turn_tokens"], strong, draft, ctx.economics)
+    return ctx.prices.lookup(req.model), ctx.prices.lookup(ctx.draft_models[req.api])
 
 
 def _client(user_agent: str) -> str:

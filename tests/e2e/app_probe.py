@@ -4,7 +4,9 @@ Run inside the app's position (tests/e2e/test_e2e_pod_isolation.py): the pod's n
 loopback ports), but its own mounts and processes, as a container has. It tries every listening
 TCP port as an ext_proc gRPC server (a skippable request, to see what comes back) and as Envoy's
 admin interface; every Unix socket the kernel lists; every process's environment; and the files
-it is given. Usage: app_probe.py SECRET FILE...
+it is given. Usage: app_probe.py SECRET PORTS SOCKETS FILE... (PORTS and SOCKETS: the pod's
+listening TCP ports and Unix socket paths, comma-separated, found by the test from the pod's
+processes; other processes on the machine are not the pod).
 """
 from __future__ import annotations
 
@@ -97,8 +99,11 @@ def try_http(conn: http.client.HTTPConnection) -> list[str]:
     return bodies
 
 
-def main(secret: str, files: list[str]) -> dict:
-    report: dict = {"tcp_ports": listening_ports(), "ext_proc_servers": [], "admin_reached": [],
+def main(secret: str, ports: str, sockets: str, files: list[str]) -> dict:
+    listening = listening_ports()
+    pod = [p for p in map(int, filter(None, ports.split(","))) if p in listening]
+    pod_sockets = set(filter(None, sockets.split(",")))
+    report: dict = {"tcp_ports": pod, "ext_proc_servers": [], "admin_reached": [],
                     "key_seen": [], "unix_connected": [], "files_read": []}
 
     def look(where: str, text: str | bytes) -> None:
@@ -115,6 +120,8 @@ def main(secret: str, files: list[str]) -> dict:
             if any(s in body for s in ADMIN_SIGNS):
                 report["admin_reached"].append(f"tcp:{port}")
     for path in unix_socket_paths():
+        if path not in pod_sockets:
+            continue
         try:
             with socket.socket(socket.AF_UNIX) as s:
                 s.settimeout(2)
@@ -145,4 +152,4 @@ def main(secret: str, files: list[str]) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1], sys.argv[2:])))
+    print(json.dumps(main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:])))

@@ -1,8 +1,12 @@
 """The `sim` and `serve` commands as real processes."""
 import os
+import queue
+import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -72,3 +76,117 @@ def test_bad_config_names_the_key(tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2
     assert "cascade.draft_timeout_s" in out.stderr
+
+
+def _children(pid: int, name: str) -> list[int]:
+    """Pids of the live processes named `name` whose parent is `pid` (from /proc)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        state, ppid = stat[stat.rindex(")") + 2:].split()[:2]
+        if int(ppid) == pid and comm == name and state != "Z":
+            out.append(int(entry))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Running: not gone, and not a zombie waiting for a reaper."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _up(port: int, admin: int) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "CASCADE_DRAFT_API_KEY"}
+    return subprocess.Popen([sys.executable, "-m", "cascade_extproc", "up", "--sim",
+                             "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def _read_until(proc: subprocess.Popen, pattern: str, timeout_s: float = 60.0) -> str:
+    """The process's output up to a line matching `pattern`, or to its exit."""
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout] + [lines.put(None)], daemon=True).start()
+    text, deadline = "", time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if line is None:
+            return text
+        text += line
+        if re.search(pattern, line):
+            return text
+    raise AssertionError(f"{pattern!r} not printed in {timeout_s}s:\n{text}")
+
+
+def test_killed_up_takes_its_envoy_along():
+    port, admin = free_port(), free_port()
+    proc = _up(port, admin)
+    envoys: list[int] = []
+    try:
+        assert "is up" in _read_until(proc, r"is up|Traceback")
+        envoys = _children(proc.pid, "envoy")
+        assert len(envoys) == 1
+        proc.send_signal(signal.SIGKILL)  # no handler runs: Envoy must not outlive it
+        proc.wait(10)
+        deadline = time.monotonic() + 5
+        while (_alive(envoys[0]) or not _port_free(port)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(envoys[0]), "Envoy outlived the killed `up`"
+        assert _port_free(port)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in envoys:  # the one we started, if the test failed
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_up_refuses_a_port_already_taken():
+    port, admin = free_port(), free_port()
+    # What a stale Envoy holds: a listener with SO_REUSEPORT, which another Envoy (also with
+    # SO_REUSEPORT, Envoy's default) could bind as well and share.
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        proc = _up(port, admin)
+        envoys: list[int] = []
+        try:
+            out = _read_until(proc, r"is up")
+            envoys = _children(proc.pid, "envoy")
+            proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for pid in envoys:  # if it came up after all
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+    assert proc.returncode != 0, out
+    assert "is up" not in out
+    assert f"127.0.0.1:{port} is already in use" in out, out
+    assert "Traceback" not in out

@@ -2,6 +2,7 @@
 clear error in the client API's own error format; never a crash, a hang or a lost request."""
 import gzip
 import json
+import socket
 import urllib.error
 import urllib.request
 
@@ -71,3 +72,79 @@ def test_other_paths_pass_through(stack, method, path):
     assert hdrs.get("x-cascade-path") == "direct"
     got = stack.sims["strong_anthropic"].received
     assert len(got) == 1 and got[0].path == path  # it reached the provider, as it was
+
+
+def _raw_http(port: int, request: bytes) -> bytes:
+    """Send raw bytes, read until the server closes (HTTP/1.0: the end of the body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(request)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_http_1_0_request_is_answered(stack):
+    # Envoy's default answers HTTP/1.0 with nothing at all; old clients and probes still speak it.
+    body = json.dumps({**GOOD, "model": "claude-haiku-4-5"}).encode()
+    out = _raw_http(stack.port, b"POST /v1/messages HTTP/1.0\r\nHost: api.anthropic.com\r\n"
+                    b"content-type: application/json\r\nanthropic-version: 2023-06-01\r\n"
+                    + f"x-api-key: {CLIENT_KEY}\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body)
+    head, _, payload = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.") and b" 200 " in head.split(b"\r\n")[0], out[:300]
+    assert b"x-cascade-path: direct" in head.lower()
+    assert json.loads(payload)["type"] == "message"
+
+
+SKIPPABLE = {"anthropic": {"model": "claude-sonnet-5", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]},
+             "openai": {"model": "gpt-6.2-sol", "messages": [{"role": "user", "content": "hi"}]}}
+
+
+def _invalid(api: str, change: dict) -> bytes:
+    return json.dumps({**SKIPPABLE[api], **change}).encode()
+
+
+INVALID = {  # (name, body): each a short "hi" the router would skip, if it were valid
+    **{f"model {name}": lambda api, v=v: _invalid(api, {"model": v})
+       for name, v in (("null", None), ("a number", 5), ("a list", ["claude-sonnet-5"]), ("empty", ""))},
+    'stream "yes"': lambda api: _invalid(api, {"stream": "yes"}),
+    # The provider may refuse it, or read the first value; orjson, the sidecar's parser, keeps the last.
+    "model twice": lambda api: _invalid(api, {})[:-1] + b', "model": "strong-model-2"}',
+    "messages an object": lambda api: _invalid(api, {"messages": {"role": "user", "content": "hi"}}),
+    "max_tokens 0": lambda api: _invalid(api, {"max_tokens": 0}),
+    "max_tokens a string": lambda api: _invalid(api, {"max_tokens": "50"}),
+    "tools not a list": lambda api: _invalid(api, {"tools": {"name": "x"}}),
+}
+
+
+@pytest.mark.parametrize("name", list(INVALID))
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+def test_invalid_request_goes_to_the_strong_provider_unchanged(stack, api, name):
+    """What the strong API refuses is not routed: the draft never answers it; the strong provider
+    gets the client's bytes and the client its 400."""
+    raw = INVALID[name](api)
+    url = stack.anthropic_url + "/v1/messages" if api == "anthropic" else stack.openai_url + "/chat/completions"
+    status, hdrs, out = send(url, raw, **({} if api == "anthropic" else {"authorization": f"Bearer {CLIENT_KEY}"}))
+    assert (status, hdrs.get("x-cascade-path")) == (400, "direct"), (name, out[:300])
+    err = json.loads(out)
+    assert err["type"] == "error" if api == "anthropic" else err["error"]["type"] == "invalid_request_error"
+    got = stack.sims[f"strong_{api}"].received
+    assert [r.body for r in got] == [raw]  # byte for byte
+    assert stack.sims[f"draft_{api}"].received == []
+
+
+def test_invalid_request_from_the_sdks_gets_the_strong_providers_400(stack):
+    import anthropic
+    import openai
+
+    a = anthropic.Anthropic(base_url=stack.anthropic_url, api_key=CLIENT_KEY, max_retries=0)
+    with pytest.raises(anthropic.BadRequestError) as exc:
+        a.messages.create(model="claude-sonnet-5", max_tokens=50, messages=[{"role": "user", "content": "hi"}],
+                          extra_body={"stream": "yes"})
+    assert exc.value.response.headers["x-cascade-path"] == "direct"
+    o = openai.OpenAI(base_url=stack.openai_url, api_key=CLIENT_KEY, max_retries=0)
+    with pytest.raises(openai.BadRequestError) as exc:
+        o.chat.completions.create(model="gpt-6.2-sol", messages=[{"role": "user", "content": "hi"}],
+                                  extra_body={"model": None})
+    assert exc.value.response.headers["x-cascade-path"] == "direct"
+    assert stack.sims["draft_anthropic"].received == stack.sims["draft_openai"].received == []

@@ -27,7 +27,7 @@ def _setup(stack, api, path, tool):
     if path == "fallback":
         stack.sims[f"draft_{api}"].fail_next(500)
     model = {"anthropic": "claude-haiku-4-5", "openai": "gpt-5-mini"}[api] if path == "direct" else \
-        {"anthropic": "claude-sonnet-5", "openai": "gpt-5"}[api]
+        {"anthropic": "claude-sonnet-5", "openai": "gpt-6.2-sol"}[api]
     return text, model
 
 

@@ -64,7 +64,7 @@ def workload(stack):
     stack.sims["draft_anthropic"].fail_next(500)
     a.messages.create(model="claude-sonnet-5", max_tokens=200, messages=msg(COMPLEX))
     # An OpenAI stream that did not ask for usage: metered all the same, and it sees no usage chunk.
-    chunks = list(o.chat.completions.create(model="gpt-5", stream=True, messages=msg("ok")))
+    chunks = list(o.chat.completions.create(model="gpt-6.2-sol", stream=True, messages=msg("ok")))
     assert all(c.usage is None for c in chunks) and chunks[-1].choices
     o.chat.completions.create(model="gpt-5-mini", messages=msg(COMPLEX))
     # Not a model call: it passes, and never reaches the server, so nothing counts it.

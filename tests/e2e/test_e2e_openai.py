@@ -1,12 +1,13 @@
 """The OpenAI Chat Completions API on every path, driven by the official openai SDK."""
 import json
+import time
 
 import openai
 import pytest
 
 from stack import CLIENT_KEY, DRAFT_KEY, DRAFT_MODELS, key_of
 
-STRONG_MODEL = "gpt-5"
+STRONG_MODEL = "gpt-6.2-sol"
 COMPLEX = ("Compare three designs for a rate limiter (token bucket, sliding window log, "
            "sliding window counter) for a multi-region API gateway, with failure modes and costs.")
 TOOL = {"type": "function", "function": {
@@ -96,3 +97,36 @@ def test_cascade_stream_with_tool(stack, client):
     finishes = [c.finish_reason for ch in chunks for c in ch.choices if c.finish_reason]
     assert finishes == ["tool_calls"]
     assert chunks[-1].usage.total_tokens > 0
+
+
+def _wait_for(fn, timeout_s=5.0):
+    """The ledger records a request when its answer is done: poll the metrics briefly."""
+    deadline = time.monotonic() + timeout_s
+    while not fn() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return fn()
+
+
+def test_openai_traffic_is_priced(stack, client):
+    """OpenAI models have prices: a cascade on one is metered with a cost, as Anthropic's are."""
+    cost, unpriced = stack.metric_total("cascade_cost_usd_total"), stack.metric_total("cascade_unpriced_requests_total")
+    done = stack.requests_total(api="openai", model=STRONG_MODEL, rule="complex-turn")
+    path, c = create(client, COMPLEX)
+    assert path == "accepted"
+    assert _wait_for(lambda: stack.requests_total(api="openai", model=STRONG_MODEL, rule="complex-turn") > done)
+    assert stack.metric_total("cascade_cost_usd_total") > cost  # draft + verify, at their prices
+    assert stack.metric_total("cascade_unpriced_requests_total") == unpriced
+
+
+def test_unpriced_openai_model_is_not_cascaded(stack, client):
+    """A model without a price: a cascade's cost cannot be judged, so the turn goes direct."""
+    model = "gpt-unknown-9"
+    before = stack.requests_total(path="direct", api="openai", model=model, rule="unpriced-model")
+    path, c = create(client, COMPLEX, model=model)
+    assert path == "direct"
+    assert c.choices[0].message.content.startswith(f"Simulated reply from {model}")
+    assert stack.sims["draft_openai"].received == []
+    (got,) = stack.sims["strong_openai"].received
+    assert got.json["model"] == model and got.json["messages"][-1]["content"] == COMPLEX  # not a verify call
+    assert _wait_for(lambda: stack.requests_total(path="direct", api="openai", model=model,
+                                                  rule="unpriced-model") == before + 1)

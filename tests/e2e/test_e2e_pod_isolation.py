@@ -34,8 +34,30 @@ def pod(tmp_path_factory):
     s.close()
 
 
+def pod_listeners(stack: Stack) -> tuple[list[int], list[str]]:
+    """The TCP ports and Unix socket paths the pod's processes (Envoy, the server) listen on:
+    what the app could try. (Other processes on this machine, another test's stack say, are not
+    the pod; in a pod they would not share its network or its mounts.)"""
+    inodes = set()
+    for pid in (stack.envoy.proc.pid, stack.server.pid):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            target = os.readlink(fd) if fd.is_symlink() else ""
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:
+                ports.add(int(f[1].rsplit(":", 1)[1], 16))
+    paths = {f[7] for line in Path("/proc/net/unix").read_text().splitlines()[1:]
+             if len(f := line.split()) >= 8 and f[6] in inodes and f[7].startswith("/")}
+    return sorted(ports), sorted(paths)
+
+
 def probe(stack: Stack, *, isolated: bool) -> dict:
-    cmd = [sys.executable, str(PROBE), DRAFT_KEY, str(stack.key_file)]
+    ports, sockets = pod_listeners(stack)
+    cmd = [sys.executable, str(PROBE), DRAFT_KEY, ",".join(map(str, ports)), ",".join(sockets), str(stack.key_file)]
     if isolated:
         hide = " && ".join(f"mount -t tmpfs app-does-not-mount {d}" for d in stack.private_dirs)
         cmd = ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "sh", "-c",
@@ -48,8 +70,10 @@ def probe(stack: Stack, *, isolated: bool) -> dict:
 
 def test_the_app_reaches_no_key_and_no_envoy_admin(pod):
     seen = probe(pod, isolated=True)
-    # It did look: the model-call listener and the sidecar's metrics port are in its reach.
+    # It did look: the model-call listener and the sidecar's metrics port are in its reach, and
+    # the pod's sockets (the ext_proc server's, the relay's, Envoy's admin) were listed to it.
     assert {pod.port, pod.admin_port} <= set(seen["tcp_ports"])
+    assert len(pod_listeners(pod)[1]) >= 3
     assert seen["ext_proc_servers"] == []  # the server listens on a socket the app has not got
     assert seen["admin_reached"] == []
     assert seen["unix_connected"] == [] and seen["files_read"] == []

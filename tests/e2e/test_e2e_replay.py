@@ -1,11 +1,9 @@
 """`replay --target`: recorded calls sent through a real stack; latency per served path."""
 import json
-from pathlib import Path
 
 from cascade_extproc import cli
 from cascade_extproc.transcripts import RecordedCall, RecordedUsage, write_jsonl
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "claude-code-transcripts"
 USAGE = RecordedUsage(10, 200, 5000, 100)
 
 
@@ -38,12 +36,9 @@ def test_replay_through_a_running_stack(stack, tmp_path, capsys):
     assert "served path  calls  p50 ms  p95 ms  errors" in text
 
 
-def test_sample_transcripts_through_the_stack(stack, capsys):
-    if not SAMPLES.is_dir():
-        import pytest
-        pytest.skip("sample transcripts (../shared/data) not present")
+def test_sample_transcripts_through_the_stack(stack, capsys, sample_transcripts):
     # Recorded thinking carries Anthropic's signatures, which the simulated providers refuse.
-    assert cli.main(["replay", "--from-claude-code", str(SAMPLES), "--target", stack.anthropic_url,
+    assert cli.main(["replay", "--from-claude-code", str(sample_transcripts), "--target", stack.anthropic_url,
                      "--drop-thinking", "--json"]) == 0
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert len(rows) == 17 and all(r["status"] == 200 for r in rows), [r for r in rows if r["status"] != 200]

@@ -25,7 +25,7 @@ def test_requests_succeed_with_the_server_killed(dead_server_stack):
         assert raw.headers["x-cascade-path"] == "fallback"
         assert raw.parse().content[0].text.startswith("Simulated reply from claude-sonnet-5")
     oclient = openai.OpenAI(base_url=s.openai_url, api_key=CLIENT_KEY, max_retries=0)
-    c = oclient.chat.completions.create(model="gpt-5", messages=[{"role": "user", "content": "hi"}])
+    c = oclient.chat.completions.create(model="gpt-6.2-sol", messages=[{"role": "user", "content": "hi"}])
     assert c.choices[0].message.content
     assert len(s.sims["strong_anthropic"].received) == 2
     assert all(key_of(r.headers) == CLIENT_KEY for r in s.sims["strong_anthropic"].received)

@@ -98,7 +98,7 @@ def test_anthropic_client_cascade_with_openai_draft(stack, aclient):
 
 def test_openai_client_skipped_to_anthropic_draft(stack, oclient):
     raw = oclient.chat.completions.with_raw_response.create(
-        model="gpt-5", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}])
+        model="gpt-6.2-sol", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}])
     assert raw.headers["x-cascade-path"] == "skipped"
     c = raw.parse()
     assert c.object == "chat.completion" and c.choices[0].message.content.startswith("Simulated reply")
@@ -109,7 +109,7 @@ def test_openai_client_skipped_to_anthropic_draft(stack, oclient):
 
 def test_openai_client_skipped_stream_to_anthropic_draft(stack, oclient):
     chunks = list(oclient.chat.completions.create(
-        model="gpt-5", stream=True, stream_options={"include_usage": True}, tools=[O_TOOL],
+        model="gpt-6.2-sol", stream=True, stream_options={"include_usage": True}, tools=[O_TOOL],
         messages=[{"role": "user", "content": "sim:tool=read_file"}]))
     calls = [tc for ch in chunks for c in ch.choices for tc in (c.delta.tool_calls or [])]
     assert calls[0].function.name == "read_file"
@@ -120,9 +120,9 @@ def test_openai_client_skipped_stream_to_anthropic_draft(stack, oclient):
 
 def test_openai_client_cascade_with_anthropic_draft_enhanced(stack, oclient):
     raw = oclient.chat.completions.with_raw_response.create(
-        model="gpt-5", messages=[{"role": "user", "content": COMPLEX + " sim:reject"}])
+        model="gpt-6.2-sol", messages=[{"role": "user", "content": COMPLEX + " sim:reject"}])
     assert raw.headers["x-cascade-path"] == "enhanced"
-    assert raw.parse().choices[0].message.content.startswith("Simulated reply from gpt-5")
+    assert raw.parse().choices[0].message.content.startswith("Simulated reply from gpt-6.2-sol")
 
 
 def test_draft_rate_limit_is_answered_by_the_strong_model(stack, aclient):

@@ -46,17 +46,20 @@ def test_make_run_serves_the_sdk_and_stops_cleanly():
         start_new_session=True)
     try:
         output = Output(proc)
-        out = output.wait_for(r"export OPENAI_BASE_URL=\S+")
+        out = output.wait_for(r"Stop: Ctrl-C")
         assert "SIMULATED" in out
         base = re.search(r"export ANTHROPIC_BASE_URL=(\S+)", out).group(1)
-        client = anthropic.Anthropic(base_url=base, api_key="any-key", max_retries=0)
+        # The banner says what key to export: both SDKs refuse to start without one.
+        keys = dict(re.findall(r"(ANTHROPIC_API_KEY|OPENAI_API_KEY)=(\S+)", out))
+        assert set(keys) == {"ANTHROPIC_API_KEY", "OPENAI_API_KEY"}, out
+        client = anthropic.Anthropic(base_url=base, api_key=keys["ANTHROPIC_API_KEY"], max_retries=0)
         msg = client.messages.create(model="claude-sonnet-5", max_tokens=100,
                                      messages=[{"role": "user", "content": "hello"}])
         assert msg.content[0].text.startswith("Simulated reply")
         obase = re.search(r"export OPENAI_BASE_URL=(\S+)", out).group(1)
-        oclient = openai.OpenAI(base_url=obase, api_key="any-key", max_retries=0)
+        oclient = openai.OpenAI(base_url=obase, api_key=keys["OPENAI_API_KEY"], max_retries=0)
         assert oclient.chat.completions.create(
-            model="gpt-5", messages=[{"role": "user", "content": "hello"}]).choices[0].message.content
+            model="gpt-6.2-sol", messages=[{"role": "user", "content": "hello"}]).choices[0].message.content
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does to the foreground group
         # make itself dies of the SIGINT, as it always does; the stack below it must stop cleanly.
         output.wait_for(r"cascade-extproc stopped", timeout_s=20)

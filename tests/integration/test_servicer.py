@@ -46,7 +46,7 @@ def run(tmp_path, overrides, scenario, with_key=True):
         key.write_text(DRAFT_KEY if with_key else "")
         data = {"listen": {"grpc": "127.0.0.1:0", "admin": "127.0.0.1:0", "relay": "127.0.0.1:0"},
                 "providers": {api: {"strong": {"base_url": s.url},
-                                    "draft": {"base_url": s.url, "model": f"draft-{api}",
+                                    "draft": {"base_url": s.url, "model": f"sim-draft-{api}",  # priced
                                               "api_key_file": str(key), "api_key_env": ""}}
                               for api, s in sims.items()}}
         data = config._merge(data, overrides)
@@ -103,7 +103,8 @@ def test_skipped_goes_to_the_relay_with_a_ticket_and_never_the_key(tmp_path):
 def test_openai_stream_flags_the_usage_it_asks_for(tmp_path):
     async def scenario(app, sims):
         return await exchange(app, model_call(
-            "/openai/v1/chat/completions", {"model": "gpt-5", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+            "/openai/v1/chat/completions", {"model": "gpt-6.2-sol", "stream": True,
+                                            "messages": [{"role": "user", "content": "hi"}]},
             **{"openai-organization": "org-client", "openai-project": "proj-client"}))
     (body,) = run(tmp_path, {}, scenario)
     assert metadata(body)["route"] == "relay" and metadata(body)["usage_injected"] == "1"
@@ -171,4 +172,4 @@ def test_cascade_answers_with_an_immediate_response(tmp_path):
     hs = {h.header.key: h.header.raw_value.decode() for h in imm.headers.set_headers}
     assert hs["content-type"].startswith("text/event-stream") and hs["x-cascade-path"] == "accepted"
     assert imm.body.startswith(b"event: message_start")
-    assert models == ["draft-anthropic", "claude-sonnet-5"]  # draft first, then the verifier
+    assert models == ["sim-draft-anthropic", "claude-sonnet-5"]  # draft first, then the verifier

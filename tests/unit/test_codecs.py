@@ -109,12 +109,99 @@ def mock_http(body: bytes, content_type: str) -> tuple[httpx2.Client, list]:
     (b"\xff\xfe", "not valid JSON"),
     (b"[1, 2]", "not a JSON object"),
     (b'"messages"', "not a JSON object"),
-    (b'{"model": "x"}', "no messages list"),
-    (b'{"model": "x", "messages": {"role": "user"}}', "no messages list"),
+    (b'{"model": "x", "max_tokens": 5}', "messages: a non-empty list"),
+    (b'{"model": "x", "max_tokens": 5, "messages": {"role": "user"}}', "messages: a non-empty list"),
 ])
 def test_parse_request_rejects(raw, why):
     with pytest.raises(CodecError, match=why):
         parse_request(Api.ANTHROPIC, raw, {})
+
+
+USER = [{"role": "user", "content": "hi"}]
+GOOD_REQUEST = {Api.ANTHROPIC: {"model": "claude-sonnet-5", "max_tokens": 50, "messages": USER},
+                Api.OPENAI: {"model": "gpt-6.2-sol", "messages": USER}}
+# Shapes the real APIs refuse with a 400 (the simulated providers too). The router must not route
+# them: the draft would answer what the strong API refuses.
+BAD_SHAPES = {
+    "model null": {"model": None}, "model a number": {"model": 5}, "model a list": {"model": ["a"]},
+    "model empty": {"model": ""}, "model absent": {"model": ...},
+    'stream "yes"': {"stream": "yes"}, "stream 1": {"stream": 1},
+    "messages an object": {"messages": {"role": "user", "content": "hi"}}, "messages empty": {"messages": []},
+    "messages a string": {"messages": "hi"}, "a message not an object": {"messages": ["hi"]},
+    "a message with no role": {"messages": [{"content": "hi"}]},
+    "a message with a bad role": {"messages": [{"role": "robot", "content": "hi"}]},
+    "a message content a number": {"messages": [{"role": "user", "content": 5}]},
+    "max_tokens 0": {"max_tokens": 0}, "max_tokens a string": {"max_tokens": "50"},
+    "max_tokens true": {"max_tokens": True}, "max_tokens 1.5": {"max_tokens": 1.5},
+    "tools an object": {"tools": {"name": "x"}}, "tools a list of strings": {"tools": ["x"]},
+    "tool_choice a number": {"tool_choice": 1}, "temperature a string": {"temperature": "hot"},
+}
+ANTHROPIC_ONLY = {
+    "max_tokens absent": {"max_tokens": ...}, "system a number": {"system": 5},
+    "tool_choice a string": {"tool_choice": "auto"}, "tool_choice of a bad type": {"tool_choice": {"type": "all"}},
+    "thinking a string": {"thinking": "on"}, "stop_sequences a string": {"stop_sequences": "END"},
+    "a message content of strings": {"messages": [{"role": "user", "content": ["hi"]}]},
+}
+OPENAI_ONLY = {
+    "max_completion_tokens 0": {"max_completion_tokens": 0}, "n 0": {"n": 0},
+    "stream_options without stream": {"stream_options": {"include_usage": True}},
+    "reasoning_effort a number": {"reasoning_effort": 1}, "stop a number": {"stop": 5},
+}
+
+
+def _with(api, change):
+    body = {**GOOD_REQUEST[api], **change}
+    return {k: v for k, v in body.items() if v is not ...}
+
+
+@pytest.mark.parametrize("api, name, change", [
+    *((api, name, change) for api in Api for name, change in BAD_SHAPES.items()),
+    *((Api.ANTHROPIC, name, change) for name, change in ANTHROPIC_ONLY.items()),
+    *((Api.OPENAI, name, change) for name, change in OPENAI_ONLY.items()),
+])
+def test_parse_request_rejects_what_the_api_refuses(api, name, change):
+    with pytest.raises(CodecError):
+        parse_request(api, json.dumps(_with(api, change)).encode(), {})
+
+
+@pytest.mark.parametrize("api", list(Api))
+def test_parse_request_accepts_the_good_shapes(api):
+    extra = {"stream": True, "tools": [], "temperature": 0.5, "system": None, "metadata": None}
+    if api is Api.ANTHROPIC:
+        extra.update(tool_choice={"type": "tool", "name": "x"}, thinking={"type": "adaptive"},
+                     system=[{"type": "text", "text": "s"}], stop_sequences=["END"])
+    else:
+        extra.update(stream_options={"include_usage": True}, max_completion_tokens=9, tool_choice="required",
+                     messages=[{"role": "developer", "content": "d"}, {"role": "assistant", "content": None},
+                               *USER], stop=["a"])
+    for body in (GOOD_REQUEST[api], {**GOOD_REQUEST[api], **extra}):
+        assert parse_request(api, json.dumps(body).encode(), {}).body == body
+
+
+@pytest.mark.parametrize("raw", [
+    # orjson keeps the last value: the draft would get "b", the provider may refuse (or read "a").
+    b'{"model":"a","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"model":"b"}',
+    b'{"model": "a", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], "model": "b"}',
+    b'{"model": "a", "max_tokens": 5, "messages": [], "messages": [{"role": "user", "content": "hi"}]}',
+    b'{"model":"a","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"mod\\u0065l":"a"}',  # same key, escaped
+    b'{"model":"\\u00e9","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"model":"b"}',  # not canonical
+    b'{"model":"a","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"a key":1,"a key":2}',  # odd name
+    b'{"model": "a", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}',  # spaced
+])
+def test_parse_request_rejects_a_duplicated_top_level_key(raw):
+    for api in Api:
+        with pytest.raises(CodecError, match="duplicate top-level key"):
+            parse_request(api, raw, {})
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"model":"a","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"a"},'
+    b'{"type":"text","text":"b"}]}],"metadata":{"model":1,"x":{"model":2}}}',  # nested repeats: not top-level
+    b'{"model": "\\u00e9", "max_tokens": 5,\n "messages": [{"role": "user", "content": "hi  there"}]}\n',
+    b'{"model":1e0,"max_tokens":5,"messages":[{"role":"user","content":"hi"}]}'.replace(b"1e0", b'"m"'),
+])
+def test_parse_request_accepts_repeats_below_the_top_level_and_any_formatting(raw):
+    assert parse_request(Api.ANTHROPIC, raw, {}).body["max_tokens"] == 5
 
 
 def test_parse_request_keeps_body_and_headers():
@@ -248,7 +335,7 @@ def _appended(raw: bytes, out: bytes) -> bytes:
 
 
 def test_anthropic_verify_body_string_content():
-    body = {"model": "m", "system": "sys", "messages": [
+    body = {"model": "m", "max_tokens": 64, "system": "sys", "messages": [
         {"role": "user", "content": "first"}, {"role": "assistant", "content": "ok"},
         {"role": "user", "content": "second", "extra": 1}]}
     raw = json.dumps(body).encode()
@@ -260,7 +347,7 @@ def test_anthropic_verify_body_string_content():
     assert json.dumps(parsed["messages"][:-1]) == json.dumps(body["messages"])
     check = {"role": "user", "content": [{"type": "text", "text": verify.instruction(draft, "00ff")}]}
     assert parsed["messages"][-1] == check
-    assert {k: v for k, v in parsed.items() if k != "messages"} == {"model": "m", "system": "sys"}
+    assert {k: v for k, v in parsed.items() if k != "messages"} == {"model": "m", "max_tokens": 64, "system": "sys"}
     assert json.loads(_appended(raw, out).removeprefix(b",")) == check
 
 
@@ -312,6 +399,17 @@ def test_openai_parse_response():
     assert r.usage == Usage(input_tokens=1117 - 1024, output_tokens=46, cache_read_tokens=1024)
 
 
+def test_openai_usage_with_cache_writes():
+    # From GPT-5.6 on, OpenAI bills cache writes (1.25x input) and reports them inside prompt_tokens.
+    data = {**OPENAI_COMPLETION, "usage": {"prompt_tokens": 5000, "completion_tokens": 40, "total_tokens": 5040,
+                                           "prompt_tokens_details": {"cached_tokens": 3000, "cache_write_tokens": 1500}}}
+    u = openai.parse_response(data).usage
+    assert u == Usage(input_tokens=500, output_tokens=40, cache_read_tokens=3000, cache_write_tokens=1500)
+    # and back, as the openai SDK reads it
+    c = ChatCompletion.model_validate(json.loads(openai.encode_json(openai.parse_response(data), created=1)))
+    assert c.usage.prompt_tokens == 5000 and c.usage.prompt_tokens_details.cache_write_tokens == 1500
+
+
 @pytest.mark.parametrize("finish, stop", [
     ("stop", StopReason.END_TURN), ("length", StopReason.MAX_TOKENS), ("tool_calls", StopReason.TOOL_USE),
     ("function_call", StopReason.TOOL_USE), ("content_filter", StopReason.END_TURN), (None, StopReason.END_TURN),
@@ -357,6 +455,7 @@ def test_openai_encode_json_validates_with_sdk_model():
     # Neutral input excludes cache reads and writes; OpenAI's prompt_tokens includes them.
     assert c.usage.prompt_tokens == 137 and c.usage.completion_tokens == 50 and c.usage.total_tokens == 187
     assert c.usage.prompt_tokens_details.cached_tokens == 30
+    assert c.usage.prompt_tokens_details.cache_write_tokens == 7
 
 
 def test_openai_encode_json_round_trip():

@@ -219,3 +219,22 @@ def test_keys_needing_restart_are_what_the_bootstrap_and_sockets_hold(tmp_path, 
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(change))
     assert envoy_config.keys_needing_restart(old, config.load(path)) == refused
+
+
+def test_llm_listener_answers_http_1_0(tmp_path):
+    hcm = build_from(tmp_path, {})
+    assert hcm["http_protocol_options"] == {"accept_http_10": True}  # Envoy's default: an empty reply
+
+
+def test_no_listener_shares_its_port(tmp_path):
+    """Envoy enables SO_REUSEPORT on listeners by default: a second Envoy (say, one left running
+    by a killed `up`) would bind the same port and share its connections. Every listener opts
+    out, so a taken port is an error at bind."""
+    from cascade_extproc.envoy_config import TransparentConfig
+
+    boot = envoy_config.build(config.load(), listen=Addr("127.0.0.1", 1), grpc=Addr("127.0.0.1", 2),
+                              admin=Addr.parse(f"unix:{tmp_path}/admin.sock"), health=Addr("127.0.0.1", 4),
+                              transparent=TransparentConfig())
+    listeners = boot["static_resources"]["listeners"]
+    assert [x["name"] for x in listeners] == ["llm", "transparent", "health"]
+    assert all(x["enable_reuse_port"] is False for x in listeners)

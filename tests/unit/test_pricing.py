@@ -48,6 +48,25 @@ def test_lookup_first_match_wins_and_unknown_is_none():
     assert table.cost("gpt-unknown", Usage(input_tokens=1)) is None
 
 
+def test_openai_models_are_priced_with_cached_input_and_their_cache_writes():
+    table = PriceTable.from_config(config.load().pricing.models)
+    # GPT-6.2 Sol (its model page): $2 in, $0.10 cached, $2.50 cache writes, $10 out.
+    assert table.lookup("gpt-6.2-sol") == Price(input=2, output=10, cache_write=2.5, cache_read=0.1)
+    # Before GPT-5.6 OpenAI charges nothing extra to write the cache: writes cost plain input.
+    gpt55 = table.lookup("gpt-5.5")
+    assert (gpt55.input, gpt55.cache_write, gpt55.cache_read, gpt55.output) == (5, 5, 0.5, 30)
+    # 1,000 fresh, 3,000 cached, 1,500 written, 40 out on GPT-6.2 Sol.
+    u = Usage(input_tokens=1000, cache_read_tokens=3000, cache_write_tokens=1500, output_tokens=40)
+    assert table.cost("gpt-6.2-sol", u) == pytest.approx((1000 * 2 + 3000 * 0.1 + 1500 * 2.5 + 40 * 10) * 1e-6)
+    for model in ("gpt-6-astra", "gpt-6.1-sol", "gpt-6.1-terra", "gpt-6-sol", "gpt-6-luna", "gpt-5.6",
+                  "gpt-5.6-sol", "gpt-5.6-terra", "gpt-5.6-luna", "gpt-5.4", "gpt-5.4-mini", "gpt-5.4-nano"):
+        price = table.lookup(model)
+        assert price is not None and price.cache_read < price.input <= price.cache_write, model
+    # Variants with other prices, or none found, stay unpriced rather than borrow a sibling's.
+    for model in ("gpt-5.5-pro", "gpt-5.4-pro", "gpt-6.2-astra", "gpt-6-astra-pro", "gpt-5.4-2026-03-05"):
+        assert table.lookup(model) is None, model
+
+
 @pytest.mark.parametrize("entry, key", [
     ({"input": 1, "output": 1, "cache_write": 1, "cache_read": 1}, "pricing.models[0].match"),
     ({"match": "m", "output": 1, "cache_write": 1, "cache_read": 1}, "pricing.models[0].input"),

@@ -1,7 +1,6 @@
 """`replay`: decisions, costs under them vs all-strong, the report and the JSON lines."""
 import io
 import json
-from pathlib import Path
 
 import pytest
 
@@ -9,7 +8,6 @@ from cascade_extproc import cli, config, replay
 from cascade_extproc.transcripts import RecordedCall, RecordedUsage, write_jsonl
 from cascade_extproc.types import Route, Usage
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "claude-code-transcripts"
 CFG = config.load()
 USAGE = RecordedUsage(input_tokens=10, output_tokens=1000, cache_read_tokens=20000, cache_write_tokens=2000,
                       cache_write_1h_tokens=2000)
@@ -103,12 +101,11 @@ def test_drop_thinking():
     assert req["messages"][1]["content"][0]["type"] == "thinking"  # the input is untouched
 
 
-@pytest.mark.skipif(not SAMPLES.is_dir(), reason="sample transcripts (../shared/data) not present")
-def test_sample_transcripts_replay(capsys):
-    assert cli.main(["replay", "--from-claude-code", str(SAMPLES)]) == 0
+def test_sample_transcripts_replay(capsys, sample_transcripts):
+    assert cli.main(["replay", "--from-claude-code", str(sample_transcripts)]) == 0
     text = capsys.readouterr().out
     assert "Replayed 17 calls from 3 source file(s); 17 with recorded usage" in text
-    assert cli.main(["replay", "--from-claude-code", str(SAMPLES), "--json"]) == 0
+    assert cli.main(["replay", "--from-claude-code", str(sample_transcripts), "--json"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert len(lines) == 17 and all(x["request_id"].startswith("req_") for x in lines)
     assert all(x["cost_all_strong"] > 0 for x in lines)

@@ -56,6 +56,52 @@ def test_cascade_saving_feature_uses_the_price_table():
     assert unknown["cascade_saving"] is None
 
 
+COMPLEX = "Now refactor the parser and explain the trade-offs in detail."
+
+
+def test_priced_feature_needs_both_the_strong_and_the_draft_price(tmp_path):
+    hi = [{"role": "user", "content": "hi"}]
+    assert features(hi)["priced"] is True  # Opus, and deepseek-chat as the draft
+    assert features(hi, api=Api.OPENAI, model="gpt-6.2-sol")["priced"] is True
+    assert features(hi, model="some-unknown-model")["priced"] is False
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"providers": {"anthropic": {"draft": {"model": "unpriced-draft"}}}}))
+    r, n = req(hi)
+    assert extract(r, n, Router.from_config(config.load(path)).ctx)["priced"] is False
+    assert extract(r, n, Context())["priced"] is None  # no price table: unset, matches nothing
+
+
+def test_unpriced_strong_model_is_never_cascaded():
+    # OpenAI traffic used to be unpriced, so every complex turn cascaded, whatever its context.
+    for api, model in ((Api.OPENAI, "gpt-unknown-9"), (Api.ANTHROPIC, "some-unknown-model")):
+        r, n = req([{"role": "user", "content": COMPLEX}], api=api, model=model)
+        d = ROUTER.decide(r, n)
+        assert (d.route, d.rule, d.features) == (Route.DIRECT, "unpriced-model", {"priced": False})
+    r, n = req([{"role": "user", "content": COMPLEX}], api=Api.OPENAI, model="gpt-6.2-sol")
+    assert (ROUTER.decide(r, n).route, ROUTER.decide(r, n).rule) == (Route.CASCADE, "complex-turn")
+    # The skip rules come first: a short "thanks" is skipped whatever the model's price.
+    r, n = req([{"role": "user", "content": "thanks"}], api=Api.OPENAI, model="gpt-unknown-9")
+    assert ROUTER.decide(r, n).rule == "short-user-text"
+    rules = [rule.name for rule in ROUTER.rules.rules]
+    assert rules.index("unpriced-model") < rules.index("complex-turn")
+
+
+def test_a_200k_token_openai_prompt_is_not_cascaded():
+    # 200k tokens of context: the draft's input and the verify call's outweigh the output saved.
+    history = [{"role": "user", "content": "x" * 800_000}, {"role": "assistant", "content": "ok"},
+               {"role": "user", "content": COMPLEX}]
+    for model in ("gpt-6.2-sol", "gpt-5.5", "gpt-6-astra"):
+        r, n = req(history, api=Api.OPENAI, model=model)
+        d = ROUTER.decide(r, n)
+        assert (d.route, d.rule) == (Route.DIRECT, "cascade-cannot-save"), model
+
+
+def test_cheap_openai_models_go_direct():
+    for model in ("gpt-5.4-mini", "gpt-5.4-nano", "gpt-5.6-luna", "gpt-6-luna"):
+        r, n = req([{"role": "user", "content": COMPLEX}], api=Api.OPENAI, model=model)
+        assert ROUTER.decide(r, n).rule == "cheap-model-requested", model
+
+
 def test_long_context_complex_turn_goes_direct_by_the_cost_rule():
     history = [{"role": "user", "content": "x" * 400_000}, {"role": "assistant", "content": "ok"},
                {"role": "user", "content": "Now refactor the parser and explain the trade-offs in detail. " * 3}]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import threading
 import time
@@ -575,3 +576,55 @@ def test_latency(loop):
         assert first and ttft >= 0.2 and time.monotonic() - t0 >= 0.25
     finally:
         loop.run(slow.stop())
+
+
+def _raw(url, body: bytes, headers):
+    """(status, content-type, body bytes), whatever the body is."""
+    req = urllib.request.Request(url, data=body, headers={"content-type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.headers.get("content-type", ""), resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("content-type", ""), e.read()
+
+
+NESTED = b'{"model": "m", "max_tokens": 5, "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
+@pytest.mark.parametrize("case", ["deeply nested JSON", "gzip that is not gzip"])
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+def test_hostile_bodies_get_a_quiet_400_in_the_apis_shape(_providers, api, case, caplog, capfd):
+    sim = _providers[api]
+    url = f"{sim.url}/v1/messages" if api == "anthropic" else f"{sim.url}/chat/completions"
+    headers = {"x-api-key": "k", "authorization": "Bearer k"}
+    if case == "deeply nested JSON":
+        status, ctype, out = _raw(url, NESTED, headers)
+    else:
+        status, ctype, out = _raw(url, b"this is not gzip" * 10, {**headers, "content-encoding": "gzip"})
+    assert status == 400 and ctype.startswith("application/json"), (status, out[:200])
+    body = json.loads(out)
+    if api == "anthropic":
+        assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+    else:
+        assert body["error"]["type"] == "invalid_request_error" and body["error"]["message"]
+    # Quiet, as a real provider is: nothing that looks like a crash in `make run`'s console.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("api, raw", [
+    ("anthropic", b'{"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], "stream": "yes"}'),
+    ("anthropic", b'{"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], "model": "n"}'),
+    ("anthropic", b'{"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], '
+                  b'"stop_sequences": "END"}'),
+    ("openai", b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": 1}'),
+    ("openai", b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "model": "n"}'),
+    ("openai", b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], '
+               b'"stream_options": {"include_usage": true}}'),
+    ("openai", b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}'),
+])
+def test_sims_refuse_what_the_real_apis_refuse(_providers, api, raw):
+    sim = _providers[api]
+    url = f"{sim.url}/v1/messages" if api == "anthropic" else f"{sim.url}/chat/completions"
+    status, body = raw_post(url, raw, {"x-api-key": "k", "authorization": "Bearer k"})
+    assert status == 400, body

@@ -12,7 +12,6 @@ from cascade_extproc.transcripts import (
     RecordedCall, RecordedUsage, load, load_with_stats, read_jsonl, write_jsonl,
 )
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "claude-code-transcripts"
 
 
 def user(uuid, parent, content, **kw):
@@ -318,10 +317,8 @@ def test_read_plain_request_bodies(tmp_path):
     assert buf.getvalue() == ""
 
 
-def test_real_samples():
-    if not SAMPLES.is_dir():
-        pytest.skip(f"sample transcripts not found at {SAMPLES}")
-    calls, stats = load_with_stats(SAMPLES)
+def test_real_samples(sample_transcripts):
+    calls, stats = load_with_stats(sample_transcripts)
     assert len(calls) == len({c.request_id for c in calls}) == 17
     assert stats["skipped"] == stats["dropped_calls"] == 0
     for c in calls:

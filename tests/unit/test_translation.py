@@ -171,9 +171,9 @@ def sanitized_ids(req: ChatRequest) -> ChatRequest:
 
 
 def openai_usage(u: Usage) -> Usage:
-    """Chat Completions has no cache-write count: prompt_tokens includes them, so they come back
-    as input tokens."""
-    return Usage(u.input_tokens + u.cache_write_tokens, u.output_tokens, u.cache_read_tokens, 0)
+    """Chat Completions counts cache writes (prompt_tokens_details.cache_write_tokens) but not
+    which of them were written for 1 hour."""
+    return Usage(u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, 0)
 
 
 def openai_stop(s: StopReason) -> StopReason:
