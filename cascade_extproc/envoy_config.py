@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -208,6 +209,13 @@ MESSAGE_TIMEOUT_S = 5
 
 EXT_PROC = "envoy.filters.http.ext_proc"
 HOLD = "envoy.filters.http.buffer"
+LUA_DIR = Path(__file__).with_name("lua")
+
+
+def lua_source(name: str) -> str:
+    """A Lua filter's code: the JSON scanner, then the filter's own file (cascade_extproc/lua/).
+    Inline in the bootstrap, so it needs no file beside it (the Kubernetes ConfigMap)."""
+    return (LUA_DIR / "json_scan.lua").read_text() + "\n" + (LUA_DIR / f"{name}.lua").read_text()
 
 
 def _ext_proc_filters(cfg: Config) -> list[dict[str, Any]]:
