@@ -208,7 +208,9 @@ MESSAGE_TIMEOUT_S = 5
 
 
 EXT_PROC = "envoy.filters.http.ext_proc"
-HOLD = "envoy.filters.http.buffer"
+# Our two Lua filters (envoy.filters.http.lua), named so routes can switch them off.
+FAIL_OPEN = "cascade.fail_open"
+USAGE_CHUNK = "cascade.usage_chunk"
 LUA_DIR = Path(__file__).with_name("lua")
 
 
@@ -218,14 +220,28 @@ def lua_source(name: str) -> str:
     return (LUA_DIR / "json_scan.lua").read_text() + "\n" + (LUA_DIR / f"{name}.lua").read_text()
 
 
+def _lua(name: str, source: str) -> dict[str, Any]:
+    return {"name": name, "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+        "stat_prefix": name.rpartition(".")[2],
+        "default_source_code": {"inline_string": lua_source(source)}}}
+
+
 def _ext_proc_filters(cfg: Config) -> list[dict[str, Any]]:
-    """The ext_proc filter and the hold that keeps the request's headers until it has decided.
+    """The ext_proc filter between our two Lua filters.
 
     Envoy sends no request-headers message (a round trip fewer per call): the headers the server
     reads come as attributes with the whole body, which it routes, rewrites or answers. The
     answer's headers come next (always: whether the answer needs reading is known only after the
     body, and Envoy takes mode_override only in answers to headers); the server's answer to them
-    picks the body mode, NONE when there is nothing to read."""
+    picks the body mode, NONE when there is nothing to read.
+
+    After ext_proc on the request path, the fail-open filter (lua/fail_open.lua) holds the
+    request until its body is complete, so the route and content-length follow the server's
+    decision, and when the server made none (down, not ready, too slow) it cleans the history
+    as the server would. Before ext_proc, so after it on the way back, the usage filter
+    (lua/usage_chunk.lua) drops the usage chunk the server asked for on the client's behalf,
+    even when the server dies mid-stream. docs/envoy-notes.md says what each costs."""
     wait_s = int(cfg.cascade.draft_timeout_s + cfg.cascade.verify_timeout_s) + 10
     ext_proc = {"name": EXT_PROC, "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
@@ -241,18 +257,14 @@ def _ext_proc_filters(cfg: Config) -> list[dict[str, Any]]:
         "request_attributes": list(REQUEST_ATTRIBUTES),
         "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
     }}
-    # Without a headers message Envoy lets the headers on at once; this holds them until the
-    # (decided) body reaches it, so the route and content-length follow the server's decision.
-    hold = {"name": HOLD, "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
-        "max_request_bytes": cfg.limits.max_body_bytes}}
-    return [ext_proc, hold]
+    return [_lua(USAGE_CHUNK, "usage_chunk"), ext_proc, _lua(FAIL_OPEN, "fail_open")]
 
 
-# Non-model calls (model lists, token counts, file uploads) pass untouched: the request filter
+# Non-model calls (model lists, token counts, file uploads) pass untouched: the request filters
 # would otherwise buffer their bodies, and a large upload would hit the buffer limit.
 NOT_PROCESSED = {"typed_per_filter_config": {name: {
-    "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True} for name in (EXT_PROC, HOLD)}}
+    "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}
+    for name in (USAGE_CHUNK, EXT_PROC, FAIL_OPEN)}}
 
 
 def _path_header(route: dict[str, Any]) -> dict[str, Any]:

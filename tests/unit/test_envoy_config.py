@@ -45,7 +45,7 @@ def test_llm_traffic_limits_are_set():
     # so a slow reader of a download cannot make Envoy hold 64 MiB per connection.
     assert listener["per_connection_buffer_limit_bytes"] == 1024 * 1024
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    ext = hcm["http_filters"][0]["typed_config"]
+    ext = next(f["typed_config"] for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")
     assert ext["failure_mode_allow"] is True
     assert float(ext["message_timeout"].rstrip("s")) >= 1  # not 200 ms
     # A cascade may extend the wait up to its own limits (override_message_timeout).
@@ -86,7 +86,7 @@ def test_draft_routes_rewrite_the_path_and_drop_client_credentials(tmp_path):
         added = {h["header"]["key"] for h in r.get("request_headers_to_add", [])}
         assert not added & {"x-api-key", "authorization"}  # the draft cluster sets the key
     # The server's metadata names a route, never a key.
-    ext = hcm["http_filters"][0]["typed_config"]
+    ext = next(f["typed_config"] for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")
     assert ext["metadata_options"] == {"receiving_namespaces": {"untyped": ["cascade"]}}
 
 
@@ -158,20 +158,28 @@ def test_envoy_sheds_load_before_its_memory_limit(tmp_path):
 def test_filters_and_what_each_sends(tmp_path):
     hcm = build_from(tmp_path, {})
     names = [f["name"] for f in hcm["http_filters"]]
-    assert names == ["envoy.filters.http.ext_proc", "envoy.filters.http.buffer", "envoy.filters.http.router"]
-    ext, hold = (f["typed_config"] for f in hcm["http_filters"][:2])
+    # The usage filter before ext_proc (on the way back it runs after it), the fail-open filter
+    # after it (it holds the request until the body is decided); no buffer filter any more.
+    assert names == ["cascade.usage_chunk", "envoy.filters.http.ext_proc", "cascade.fail_open",
+                     "envoy.filters.http.router"]
+    usage, ext, fail_open = (f["typed_config"] for f in hcm["http_filters"][:3])
     # The body, with the headers the server reads as attributes; then the answer's headers.
     mode = ext["processing_mode"]
     assert (mode["request_header_mode"], mode["request_body_mode"]) == ("SKIP", "BUFFERED")
     assert (mode["response_header_mode"], mode["response_body_mode"]) == ("SEND", "NONE")
     assert ext["allow_mode_override"] is True  # the answer's body mode is chosen at its headers
     assert {"request.path", "request.headers['x-api-key']"} <= set(ext["request_attributes"])
-    assert hold["max_request_bytes"] == ext["grpc_service"]["envoy_grpc"]["max_receive_message_length"]
-    # Non-model routes: neither the server nor the hold filter sees their bodies.
+    # The Lua code is inline: the bootstrap needs no file beside it (the Kubernetes ConfigMap).
+    for lua, name in ((usage, "usage_chunk"), (fail_open, "fail_open")):
+        assert lua["default_source_code"] == {"inline_string": envoy_config.lua_source(name)}
+    assert "function envoy_on_response" in usage["default_source_code"]["inline_string"]
+    assert "function envoy_on_request" in fail_open["default_source_code"]["inline_string"]
+    # Non-model routes: none of our filters sees them (no body held, no server asked).
+    ours = {"cascade.usage_chunk", "envoy.filters.http.ext_proc", "cascade.fail_open"}
     for r in hcm["route_config"]["virtual_hosts"][0]["routes"]:
         disabled = set(r.get("typed_per_filter_config", {}))
         model_call = r["name"].startswith(("model-", "draft-"))
-        assert disabled == (set() if model_call else {"envoy.filters.http.ext_proc", "envoy.filters.http.buffer"})
+        assert disabled == (set() if model_call else ours)
 
 
 def test_base_url_paths_become_rewrites(tmp_path):
