@@ -325,19 +325,26 @@ def local_reply_config() -> dict[str, Any]:
     """Envoy's own error replies (upstream gone, timeouts, body too large) in the client's API
     error shape, so SDKs raise a proper API error instead of failing to parse. Only replies Envoy
     makes itself are touched (they carry a response flag); the server's immediate answers, which
-    are local replies too, are already in the client's format."""
+    are local replies too, are already in the client's format. A body over the limit is refused
+    by Envoy itself, whoever is up: `x-cascade-path: rejected`."""
     def status(op: str, code: int) -> dict[str, Any]:
         return {"status_code_filter": {"comparison": {"op": op, "value": {
             "default_value": code, "runtime_key": f"cascade.local_reply.{op.lower()}_{code}"}}}}
 
     # A response flag marks Envoy's upstream failures; 413 (buffer limit) has none, and the
     # server never sends a 413 itself.
-    envoy_error = [status("GE", 400), {"or_filter": {"filters": [{"response_flag_filter": {}}, status("EQ", 413)]}}]
+    too_large = status("EQ", 413)
+    envoy_error = [status("GE", 400), {"response_flag_filter": {}}]
     openai_path = {"header_filter": {"header": {"name": ":path", "string_match": {"prefix": "/openai/"}}}}
     openai_shape = {"error": {"message": "%LOCAL_REPLY_BODY%", "type": "server_error", "param": None,
                               "code": "%RESPONSE_CODE%"}}
     anthropic_shape = {"type": "error", "error": {"type": "api_error", "message": "%LOCAL_REPLY_BODY%"}}
+    rejected = [{"header": {"key": PATH_HEADER, "value": "rejected"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
     return {"mappers": [
+        {"filter": {"and_filter": {"filters": [too_large, openai_path]}}, "headers_to_add": rejected,
+         "body_format_override": {"json_format": openai_shape, "content_type": "application/json"}},
+        {"filter": too_large, "headers_to_add": rejected,
+         "body_format_override": {"json_format": anthropic_shape, "content_type": "application/json"}},
         {"filter": {"and_filter": {"filters": [*envoy_error, openai_path]}},
          "body_format_override": {"json_format": openai_shape, "content_type": "application/json"}},
         {"filter": {"and_filter": {"filters": envoy_error}},

@@ -54,10 +54,11 @@ def test_body_over_the_limit_is_a_413_in_the_clients_format(tmp_path):
     try:
         huge = {**GOOD, "messages": [{"role": "user", "content": "x" * (2 << 20)}]}
         status, hdrs, out = send(s.anthropic_url + "/v1/messages", json.dumps(huge).encode())
-        assert status == 413
+        assert (status, hdrs.get_all("x-cascade-path")) == (413, ["rejected"])  # Envoy's own refusal
         assert json.loads(out)["type"] == "error"
         status, hdrs, out = send(s.openai_url + "/chat/completions", json.dumps(huge).encode())
-        assert status == 413 and "error" in json.loads(out)
+        assert (status, hdrs.get_all("x-cascade-path")) == (413, ["rejected"])
+        assert "error" in json.loads(out)
         assert s.sims["strong_anthropic"].received == []
     finally:
         s.close()

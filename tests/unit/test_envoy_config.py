@@ -182,6 +182,16 @@ def test_filters_and_what_each_sends(tmp_path):
         assert disabled == (set() if model_call else ours)
 
 
+def test_envoy_own_413_says_rejected():
+    mappers = envoy_config.local_reply_config()["mappers"]
+    too_large = [m for m in mappers if "413" in str(m["filter"])]
+    assert len(too_large) == 2  # OpenAI's error shape under /openai/, Anthropic's elsewhere
+    for m in too_large:
+        assert m["headers_to_add"] == [{"header": {"key": "x-cascade-path", "value": "rejected"},
+                                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+    assert all("headers_to_add" not in m for m in mappers if m not in too_large)
+
+
 def test_base_url_paths_become_rewrites(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"providers": {"anthropic": {"strong": {"base_url": "http://llm-proxy.internal:8080/proxy/anthropic"}}}}))
