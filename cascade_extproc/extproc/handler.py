@@ -160,8 +160,8 @@ class Exchange:
             log.exception("could not adjust the request for the strong provider; sending it as it is")
             body, ask_usage = req.raw, False
         # Without metering there is nothing to read: Envoy then skips the answer's body for us.
-        self.response = ResponseSide(req.api, drop_usage_chunk=ask_usage) if self.rt.cfg.metering else None
-        return mutations.continue_body(path, None if body is req.raw else body)
+        self.response = ResponseSide(req.api) if self.rt.cfg.metering else None
+        return mutations.continue_body(path, None if body is req.raw else body, usage_injected=ask_usage)
 
     def _skip(self, req: Request, rule: str) -> ep.ProcessingResponse:
         draft = self.rt.cfg.providers.for_api(req.api).draft
@@ -172,11 +172,11 @@ class Exchange:
             body = _ask_usage(body)
         tag = req.api is Api.ANTHROPIC and (draft_api is not req.api or "thinking" in req.body)
         plan = ResponsePlan(req.api, draft_api, tag, req.wants_usage_chunk, int(time.time()))
-        self.response = ResponseSide(draft_api, plan, drop_usage_chunk=ask_usage, recover=True, client=req.api)
+        self.response = ResponseSide(draft_api, plan, recover=True, client=req.api)
         self._start(req.api, Path.SKIPPED, rule, req.model, served=draft.model)
         # The draft route rewrites the path and removes the client's credentials; the draft
         # cluster sets the draft key.
-        return mutations.reroute_body(body, f"draft-{req.api}")
+        return mutations.reroute_body(body, f"draft-{req.api}", usage_injected=ask_usage)
 
     async def _cascade(self, req: Request, draft_key: str, rule: str) -> ep.ProcessingResponse:
         cfg = self.rt.cfg
@@ -336,7 +336,8 @@ class Exchange:
 
 
 def _needs_usage_chunk(req: Request, cfg: Config) -> bool:
-    """An OpenAI stream reports usage only when asked; we ask (and hide the answer) to meter it."""
+    """An OpenAI stream reports usage only when asked; we ask to meter it (and Envoy's usage
+    filter hides the answer from the client)."""
     return (cfg.metering and req.api is Api.OPENAI and req.stream
             and not req.wants_usage_chunk)
 

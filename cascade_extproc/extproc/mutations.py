@@ -5,7 +5,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from cascade_extproc._proto import core_pb2, external_processor_pb2 as ep, http_status_pb2
 from cascade_extproc._proto import processing_mode_pb2
-from cascade_extproc.headers import METADATA_NAMESPACE, PATH_HEADER, ROUTE_KEY
+from cascade_extproc.headers import METADATA_NAMESPACE, PATH_HEADER, ROUTE_KEY, USAGE_INJECTED_KEY
 from cascade_extproc.types import Path
 
 Mode = processing_mode_pb2.ProcessingMode
@@ -18,9 +18,11 @@ def _header(key: str, value: str) -> core_pb2.HeaderValueOption:
         header=core_pb2.HeaderValue(key=key, raw_value=value.encode()), append_action=_OVERWRITE)
 
 
-def _with_path(resp: ep.ProcessingResponse, path: Path | None) -> ep.ProcessingResponse:
+def _with_path(resp: ep.ProcessingResponse, path: Path | None, usage_injected: bool = False) -> ep.ProcessingResponse:
     if path is not None:
         resp.dynamic_metadata.update({METADATA_NAMESPACE: {"path": str(path)}})
+    if usage_injected:  # Envoy drops the usage chunk the client did not ask for
+        resp.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.update({USAGE_INJECTED_KEY: "1"})
     return resp
 
 
@@ -29,15 +31,16 @@ def _header_edits(set_headers: dict[str, str] | None, remove_headers: list[str] 
         set_headers=[_header(k, v) for k, v in (set_headers or {}).items()], remove_headers=remove_headers or []))
 
 
-def continue_body(path: Path, body: bytes | None = None) -> ep.ProcessingResponse:
-    """Send the request on to the route it has; with `body`, a corrected body first."""
+def continue_body(path: Path, body: bytes | None = None, usage_injected: bool = False) -> ep.ProcessingResponse:
+    """Send the request on to the route it has; with `body`, a corrected body first.
+    `usage_injected`: the body asks for a usage chunk the client did not (USAGE_INJECTED_KEY)."""
     common = ep.CommonResponse()
     if body is not None:
-        common.body_mutation.body = body  # Envoy recomputes content-length (the hold filter)
-    return _with_path(ep.ProcessingResponse(request_body=ep.BodyResponse(response=common)), path)
+        common.body_mutation.body = body  # Envoy recomputes content-length (the fail-open filter)
+    return _with_path(ep.ProcessingResponse(request_body=ep.BodyResponse(response=common)), path, usage_injected)
 
 
-def reroute_body(body: bytes, route: str) -> ep.ProcessingResponse:
+def reroute_body(body: bytes, route: str, usage_injected: bool = False) -> ep.ProcessingResponse:
     """Replace the body and make Envoy pick the route again, the draft `route` (the skipped
     path). Envoy applies no header edits of ours here (it sent no headers message), so the route
     makes them, and the draft cluster sets the draft key: it never crosses this stream."""
@@ -45,7 +48,8 @@ def reroute_body(body: bytes, route: str) -> ep.ProcessingResponse:
     common.body_mutation.body = body
     # Present, empty: Envoy clears the route cache only for a response that has header edits.
     common.header_mutation.SetInParent()
-    resp = _with_path(ep.ProcessingResponse(request_body=ep.BodyResponse(response=common)), Path.SKIPPED)
+    resp = _with_path(ep.ProcessingResponse(request_body=ep.BodyResponse(response=common)), Path.SKIPPED,
+                      usage_injected)
     resp.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.update({ROUTE_KEY: route})
     return resp
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 from cascade_extproc import codecs
 from cascade_extproc._proto import external_processor_pb2 as ep
 from cascade_extproc.codecs import anthropic, openai, sse
-from cascade_extproc.codecs.translate import (ResponsePlan, ResponseTranslator, StreamTap,
-                                              UsageChunkDropper, read_json)
+from cascade_extproc.codecs.translate import ResponsePlan, ResponseTranslator, StreamTap, read_json
 from cascade_extproc.extproc import mutations
 from cascade_extproc.extproc.mutations import Mode
 from cascade_extproc.types import Api, Response, StreamError, Usage
@@ -24,11 +23,10 @@ class ResponseSide:
     exchange to answer from the strong model instead, and a stream cut short is ended with an
     error event in the client's format rather than left looking complete."""
 
-    def __init__(self, upstream: Api, plan: ResponsePlan | None = None, drop_usage_chunk: bool = False,
-                 recover: bool = False, client: Api | None = None):
+    def __init__(self, upstream: Api, plan: ResponsePlan | None = None, recover: bool = False,
+                 client: Api | None = None):
         self.upstream = upstream
         self.plan = plan if plan is not None and plan.rewriting else None
-        self.drop_usage_chunk = drop_usage_chunk
         self.status = 0
         self.usage: Usage | None = None
         self.answer: Response | None = None
@@ -39,7 +37,6 @@ class ResponseSide:
         self._mode = ""  # "stream" | "json"
         self._translator = ResponseTranslator(self.plan) if self.plan else None
         self._tap = self._translator.tap if self._translator else StreamTap(upstream)
-        self._dropper = UsageChunkDropper() if drop_usage_chunk else None
 
     def on_headers(self, msg: ep.HttpHeaders) -> ep.ProcessingResponse:
         headers = {h.key.lower(): h.raw_value.decode("utf-8", "replace") or h.value for h in msg.headers.headers}
@@ -56,7 +53,7 @@ class ResponseSide:
             return mutations.response_headers(Mode.NONE)
         if headers.get("content-type", "").startswith("text/event-stream"):
             self._mode = "stream"
-            if self.plan or self._dropper:
+            if self.plan:
                 return mutations.response_headers(Mode.STREAMED, {"content-type": sse.CONTENT_TYPE},
                                                   ["content-length"])
             return mutations.response_headers(Mode.STREAMED)
@@ -89,7 +86,7 @@ class ResponseSide:
                 out = _stream_error(self._translator.plan)
         else:
             self._tap.feed(chunk, end)
-            out = self._dropper.feed(chunk, end) if self._dropper else None
+            out = None
         self.usage = self._tap.usage
         if end:
             self.answer = self._tap.response()

@@ -96,3 +96,21 @@ def test_cascade_stream_with_tool(stack, client):
     finishes = [c.finish_reason for ch in chunks for c in ch.choices if c.finish_reason]
     assert finishes == ["tool_calls"]
     assert chunks[-1].usage.total_tokens > 0
+
+
+@pytest.mark.parametrize("model, expected_path", [("gpt-5-mini", "direct"), (STRONG_MODEL, "skipped")])
+def test_usage_chunk_only_for_the_client_that_asked(stack, client, model, expected_path):
+    """To meter a stream the server asks the provider for usage; Envoy's usage filter hides that
+    chunk from a client that did not ask (the metering itself: test_e2e_observability.py)."""
+    def stream(**kw):
+        raw = client.chat.completions.with_raw_response.create(
+            model=model, stream=True, messages=[{"role": "user", "content": "thanks!"}], **kw)
+        assert raw.headers["x-cascade-path"] == expected_path
+        return list(raw.parse())
+    quiet = stream()
+    assert all(c.choices for c in quiet) and all(c.usage is None for c in quiet)
+    asked = stream(stream_options={"include_usage": True})
+    assert asked[-1].choices == [] and asked[-1].usage.total_tokens > 0
+    assert all(c.choices for c in asked[:-1])
+    received = [*stack.sims["strong_openai"].received, *stack.sims["draft_openai"].received]
+    assert [r.json["stream_options"] for r in received] == [{"include_usage": True}] * 2

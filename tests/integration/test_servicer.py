@@ -104,6 +104,23 @@ def test_openai_skipped_takes_the_openai_draft_route(tmp_path):
     assert DRAFT_KEY.encode() not in wire and b"org-client" not in wire
 
 
+@pytest.mark.parametrize("model, path", [("gpt-5-mini", "direct"), ("gpt-5", "skipped")])
+def test_an_openai_stream_asked_for_usage_on_the_clients_behalf_is_flagged(tmp_path, model, path):
+    """The server asks the provider for the usage chunk to meter it; `usage_injected` tells
+    Envoy's usage filter to hide that chunk from the client (lua/usage_chunk.lua). A client that
+    asked for it itself gets it: no flag."""
+    async def scenario(app, sims):
+        out = []
+        for opts in ({}, {"stream_options": {"include_usage": True}}):
+            out += await exchange(app, model_call("/openai/v1/chat/completions", {
+                "model": model, "stream": True, "messages": [{"role": "user", "content": "thanks"}], **opts}))
+        return out
+    injected, asked = run(tmp_path, {}, scenario)
+    assert metadata(injected)["path"] == path and metadata(injected)["usage_injected"] == "1"
+    assert json.loads(injected.request_body.response.body_mutation.body)["stream_options"] == {"include_usage": True}
+    assert metadata(asked)["path"] == path and "usage_injected" not in metadata(asked)
+
+
 def test_what_is_not_a_json_model_call_passes_unread(tmp_path):
     """Envoy sends only model-call routes' bodies; what still is not ours passes as it is."""
     body = {"model": "claude-sonnet-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
