@@ -12,7 +12,8 @@
 --   none. Such a request gets `"thinking": {"type":"disabled"}` in place of its thinking value,
 --   every other byte kept (prompt caching keys on them), as the server itself would do
 --   (codecs/provenance.py).
--- A plain find for "thinking" and "tool_use" comes first, so other bodies are never scanned.
+-- Plain finds for "thinking", "tool_use" and "enabled" or "adaptive" come first, so other bodies
+-- are never scanned.
 
 local NAMESPACE = "cascade"
 local DISABLED = '{"type":"disabled"}'
@@ -24,29 +25,39 @@ local TOP = { thinking = true, messages = true }
 -- thinking enabled or adaptive, and the final assistant turn (consecutive assistant messages
 -- count as one, as the API merges them) holds a tool_use block but does not start with a
 -- thinking or redacted_thinking block (string content counts as a text block). nil otherwise.
+-- One walk over the body; inside messages only the final turn's blocks are looked at.
 local function thinking_to_disable(s)
-  if not find(s, '"thinking"', 1, true) or not find(s, '"tool_use"', 1, true) then return nil end
-  local top = top_members(s, TOP)
-  if not top or not top.thinking or not top.messages then return nil end
+  if not find(s, '"thinking"', 1, true) or not find(s, '"tool_use"', 1, true)
+      or not (find(s, '"enabled"', 1, true) or find(s, '"adaptive"', 1, true)) then
+    return nil
+  end
+  local turn, in_turn -- the content positions of the final assistant turn's messages
+  local function read_messages(_, i)
+    turn, in_turn = {}, false
+    return each_element(s, i, function(v)
+      local role, content = false, false
+      local e = each_member(s, v, function(k, mv)
+        if k == "role" then
+          role = string_or_false(s, mv)
+        elseif k == "content" then
+          content = mv
+        end
+      end)
+      if role ~= "assistant" then
+        in_turn = false
+      else
+        if not in_turn then turn, in_turn = {}, true end
+        turn[#turn + 1] = content
+      end
+      return e
+    end)
+  end
+  local top = top_members(s, TOP, { messages = read_messages })
+  if not top or not top.thinking or not top.messages or not turn then return nil end
   local tv, te = top.thinking[1], top.thinking[2]
   if byte(s, tv) ~= LBRACE or not ON[string_member(s, tv, "type")] then return nil end
-  local first, uses_tool, in_turn = nil, false, false
-  local ok = each_element(s, top.messages[1], function(v)
-    local role, content = false, nil
-    each_member(s, v, function(k, mv)
-      if k == "role" then
-        role = string_or_false(s, mv)
-      elseif k == "content" then
-        content = mv
-      end
-    end)
-    if role ~= "assistant" then
-      in_turn = false
-      return
-    end
-    if not in_turn then
-      first, uses_tool, in_turn = nil, false, true
-    end
+  local first, uses_tool = nil, false
+  for _, content in ipairs(turn) do
     if content and byte(s, content) == QUOTE then
       if first == nil then first = "text" end
     elseif content then
@@ -56,8 +67,8 @@ local function thinking_to_disable(s)
         if kind == "tool_use" then uses_tool = true end
       end)
     end
-  end)
-  if ok and uses_tool and not THINKING_BLOCK[first] then return tv, te end
+  end
+  if uses_tool and not THINKING_BLOCK[first] then return tv, te end
   return nil
 end
 

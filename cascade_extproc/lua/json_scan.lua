@@ -14,18 +14,24 @@ local QUOTE, BACKSLASH, COLON, COMMA = 34, 92, 58, 44
 local LBRACE, RBRACE, LBRACKET, RBRACKET = 123, 125, 91, 93
 
 -- The index of the first byte at or after i that is not JSON whitespace; nil at the end.
+-- (Compact JSON has none: the byte test spares a call into the pattern matcher.)
 local function skip_ws(s, i)
-  return find(s, "[^ \t\n\r]", i)
+  local c = byte(s, i)
+  if c ~= 32 and c ~= 10 and c ~= 13 and c ~= 9 then return c and i end
+  return find(s, "[^ \t\n\r]", i + 1)
 end
 
--- s[i] is the opening quote: the index just past the closing one.
+-- s[i] is the opening quote: the index just past the closing one. Plain finds of the quote
+-- (fast, and compiled by LuaJIT), then a quote preceded by an odd run of backslashes is escaped.
 local function skip_string(s, i)
   local j = i + 1
   while true do
-    local k = find(s, '["\\]', j)
+    local k = find(s, '"', j, true)
     if not k then return nil end
-    if byte(s, k) == QUOTE then return k + 1 end
-    j = k + 2 -- the escaped byte (for \uXXXX the four hex digits need no care)
+    local p = k - 1
+    while byte(s, p) == BACKSLASH do p = p - 1 end
+    if (k - 1 - p) % 2 == 0 then return k + 1 end
+    j = k + 1
   end
 end
 
@@ -67,20 +73,24 @@ local function skip_value(s, i)
   local c = byte(s, i)
   if c == QUOTE then return skip_string(s, i) end
   if c == LBRACE or c == LBRACKET then
-    local depth, j = 0, i
-    while true do
-      local k = find(s, '["{}%[%]]', j)
-      if not k then return nil end
-      local d = byte(s, k)
+    -- Byte by byte between strings (LuaJIT compiles this loop), strings by skip_string.
+    local depth, j, n = 0, i, #s
+    while j <= n do
+      local d = byte(s, j)
       if d == QUOTE then
-        j = skip_string(s, k)
+        j = skip_string(s, j)
         if not j then return nil end
       else
-        depth = (d == LBRACE or d == LBRACKET) and depth + 1 or depth - 1
-        j = k + 1
-        if depth == 0 then return j end
+        if d == LBRACE or d == LBRACKET then
+          depth = depth + 1
+        elseif d == RBRACE or d == RBRACKET then
+          depth = depth - 1
+          if depth == 0 then return j + 1 end
+        end
+        j = j + 1
       end
     end
+    return nil
   end
   local e = find(s, "[,}%] \t\n\r]", i) or #s + 1
   local token = sub(s, i, e - 1)
@@ -91,8 +101,10 @@ local function skip_value(s, i)
   return nil
 end
 
--- Calls fn(key, value_start, value_end) for each member of the object at i, in order (a key
--- repeated is seen twice: the last is the one JSON readers keep). The index past the object.
+-- Calls fn(key, value_start) for each member of the object at i, in order (a key repeated is
+-- seen twice: the last is the one JSON readers keep). fn may read the value itself and return
+-- the index past it (one pass over the bytes, not two), or return nothing: then it is skipped.
+-- The index past the object.
 local function each_member(s, i, fn)
   if byte(s, i) ~= LBRACE then return nil end
   local j = skip_ws(s, i + 1)
@@ -106,9 +118,8 @@ local function each_member(s, i, fn)
     if not j or byte(s, j) ~= COLON then return nil end
     local v = skip_ws(s, j + 1)
     if not v then return nil end
-    local ve = skip_value(s, v)
+    local ve = fn(key, v) or skip_value(s, v)
     if not ve then return nil end
-    fn(key, v, ve)
     j = skip_ws(s, ve)
     if not j then return nil end
     local c = byte(s, j)
@@ -119,16 +130,16 @@ local function each_member(s, i, fn)
   end
 end
 
--- Calls fn(value_start, value_end) for each element of the array at i. The index past it.
+-- Calls fn(value_start) for each element of the array at i; like each_member's, fn may return
+-- the index past the value. The index past the array.
 local function each_element(s, i, fn)
   if byte(s, i) ~= LBRACKET then return nil end
   local j = skip_ws(s, i + 1)
   if not j then return nil end
   if byte(s, j) == RBRACKET then return j + 1 end
   while true do
-    local ve = skip_value(s, j)
+    local ve = fn(j) or skip_value(s, j)
     if not ve then return nil end
-    fn(j, ve)
     j = skip_ws(s, ve)
     if not j then return nil end
     local c = byte(s, j)
@@ -140,14 +151,19 @@ local function each_element(s, i, fn)
 end
 
 -- The members of the object that is the whole of s (whitespace around it allowed) whose keys
--- are in `wanted`: key -> {value_start, value_end}, the last occurrence of each. nil when s is
--- not one well-formed object.
-local function top_members(s, wanted)
+-- are in `wanted`: key -> {value_start, value_end}, the last occurrence of each. A wanted key's
+-- value is handed to readers[key](s, value_start) when there is one, which returns the index
+-- past it. nil when s is not one well-formed object.
+local function top_members(s, wanted, readers)
   local i = skip_ws(s, 1)
   if not i then return nil end
   local found = {}
-  local e = each_member(s, i, function(key, v, ve)
-    if wanted[key] then found[key] = { v, ve } end
+  local e = each_member(s, i, function(key, v)
+    if not wanted[key] then return nil end
+    local read = readers and readers[key]
+    local ve = (read and read(s, v)) or skip_value(s, v)
+    found[key] = ve and { v, ve } or false
+    return ve
   end)
   if not e or skip_ws(s, e) then return nil end
   return found

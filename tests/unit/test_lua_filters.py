@@ -108,8 +108,9 @@ def reference_must_disable(raw: bytes) -> bool:
     """The rule, in Python: thinking enabled or adaptive, and the final assistant turn
     (consecutive assistant messages merged, as the API does) holds a tool_use block but does not
     start with a thinking or redacted_thinking block (string content is a text block). The raw
-    body must contain "thinking" and "tool_use" as written (the filter's plain pre-check)."""
-    if b'"thinking"' not in raw or b'"tool_use"' not in raw:
+    body must contain "thinking", "tool_use" and "enabled" or "adaptive" as written (the
+    filter's plain pre-check: no client escapes plain ASCII)."""
+    if b'"thinking"' not in raw or b'"tool_use"' not in raw or (b'"enabled"' not in raw and b'"adaptive"' not in raw):
         return False
     try:
         body = json.loads(raw)
