@@ -114,3 +114,5 @@ def test_usage_chunk_only_for_the_client_that_asked(stack, client, model, expect
     assert all(c.choices for c in asked[:-1])
     received = [*stack.sims["strong_openai"].received, *stack.sims["draft_openai"].received]
     assert [r.json["stream_options"] for r in received] == [{"include_usage": True}] * 2
+    # The body the server rewrote (include_usage spliced in) went with its own length.
+    assert all(int(r.headers["content-length"]) == len(r.body) for r in received)
