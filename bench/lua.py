@@ -1,6 +1,6 @@
 """What Envoy's Lua filters cost per request, in LuaJIT 2.1 (what Envoy embeds), via lupa.
 
-    .venv/bin/python bench/lua.py [--runs 200]
+    .venv/bin/python bench/lua.py [--runs 200] [--in-envoy [--repeat 7]]
 
 The fail-open filter on a body the server did not decide (the server down), Claude-Code-like
 agentic conversations of about 2 KB, 200 KB and 2 MB with thinking on: the plain pre-check that
@@ -9,6 +9,12 @@ thinking (nothing to change), and the scan plus the splice of one whose last tur
 the usage filter on a flagged OpenAI stream, per chunk. Each figure includes handing the bytes to
 Lua (Envoy's getBytes copies them too); median (p95) in microseconds. The decided path (the
 server up) is one metadata lookup: see bench/overhead.py --against.
+
+--in-envoy: what each piece costs inside Envoy. Envoys with one filter each in front of the
+router and a trivial upstream (no ext_proc): none, the buffer filter the fail-open filter
+replaced, a Lua filter that does nothing, one that holds the body, one that also reads the
+metadata, a response-side one that reads the metadata, and the fail-open filter itself (its
+undecided path: no server here). Envoy's CPU per request, median over --repeat turns.
 """
 from __future__ import annotations
 
@@ -69,9 +75,91 @@ def timed(fn, runs: int) -> tuple[float, float]:
     return statistics.median(samples), samples[int(0.95 * (len(samples) - 1))]
 
 
+def in_envoy(repeat: int) -> None:
+    import asyncio
+    import copy
+    import tempfile
+
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
+    from overhead import Upstream, body, cpu_s, measure
+    from stack import LoopThread, free_port
+
+    from cascade_extproc import config, envoy_config
+    from cascade_extproc.envoy_config import Addr
+    from cascade_extproc.envoy_proc import EnvoyProcess
+
+    loop = LoopThread()
+    up = Upstream()
+    loop.run(up.start())
+    tmp = Path(tempfile.mkdtemp())
+    url = f"http://127.0.0.1:{up.port}"
+    (tmp / "key").write_text("k")
+    (tmp / "c.yaml").write_text(yaml.safe_dump({"providers": {api: {
+        "strong": {"base_url": url + ("/v1" if api == "openai" else "")},
+        "draft": {"base_url": url, "model": "d", "api_key_file": str(tmp / "key"), "api_key_env": ""}}
+        for api in ("anthropic", "openai")}}))
+    base = envoy_config.build(config.load(tmp / "c.yaml"), listen=Addr("127.0.0.1", 1),
+                              grpc=Addr("127.0.0.1", 2), admin=Addr("127.0.0.1", 0))
+
+    def lua(code: str) -> dict:
+        return {"name": "lua", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                                                "default_source_code": {"inline_string": code}}}
+    hold = {"name": "hold", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer", "max_request_bytes": 1 << 26}}
+    fail_open = {"name": "lua", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                                                 "default_source_code": {"inline_string": lua_source("fail_open")}}}
+    kinds = {
+        "router only": None,
+        "buffer filter (the old hold)": hold,
+        "Lua, nothing": lua("function envoy_on_request(h) end"),
+        "Lua, body()": lua("function envoy_on_request(h) h:body() end"),
+        "Lua, body() + metadata": lua("function envoy_on_request(h) local b = h:body()\n"
+                                      "local m = h:streamInfo():dynamicMetadata():get('cascade')\n"
+                                      "local n = b and b:length() end"),
+        "Lua, response metadata": lua("function envoy_on_response(h)\n"
+                                      "local m = h:streamInfo():dynamicMetadata():get('cascade') end"),
+        "fail_open (undecided)": fail_open,
+    }
+    ports, envoys = {}, {}
+    for kind, flt in kinds.items():
+        boot = copy.deepcopy(base)
+        listener = boot["static_resources"]["listeners"][0]
+        ports[kind] = free_port()
+        listener["address"]["socket_address"]["port_value"] = ports[kind]
+        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm["http_filters"] = ([flt] if flt else []) + [f for f in hcm["http_filters"] if f["name"].endswith("router")]
+        envoys[kind] = EnvoyProcess(boot)
+        envoys[kind].start()
+    raw = body(2000, "direct")
+    cpu: dict[str, list[float]] = {k: [] for k in kinds}
+    try:
+        for e in envoys.values():
+            e.wait_ready()
+        for _ in range(repeat):
+            for kind in kinds:
+                pid = envoys[kind].proc.pid
+                c0 = cpu_s(pid)
+                asyncio.run(measure(f"http://127.0.0.1:{ports[kind]}/v1/messages", raw, 400, 4))
+                cpu[kind].append((cpu_s(pid) - c0) * 1e6 / 400)
+    finally:
+        for e in envoys.values():
+            e.stop()
+        loop.run(up.runner.cleanup())
+        loop.close()
+    print(f"\nInside Envoy, one filter in front of the router, 2 KB bodies, concurrency 4: Envoy CPU per "
+          f"request in microseconds, median of {repeat} turns of 400\n")
+    for kind in kinds:
+        print(f"{kind:<30} {statistics.median(cpu[kind]):>7.0f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--in-envoy", action="store_true", help="also each piece's cost inside Envoy")
+    ap.add_argument("--repeat", type=int, default=7, help="turns for --in-envoy")
     args = ap.parse_args()
     fail_open = luajit21.LuaRuntime(encoding=None)
     fail_open.execute(lua_source("fail_open").encode())
@@ -105,6 +193,8 @@ def main() -> None:
     med, p95 = timed(whole_stream, args.runs)
     print(f"\nusage_chunk, a flagged stream of {len(chunks)} chunks (one event each): "
           f"{med:.1f} ({p95:.1f}) us per stream, {med / len(chunks):.2f} us per chunk")
+    if args.in_envoy:
+        in_envoy(args.repeat)
 
 
 if __name__ == "__main__":
