@@ -20,6 +20,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/router.py
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/lua.py
 	$(BIN)/python bench/workload.py
 
 soak: $(STAMP)

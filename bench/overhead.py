@@ -1,7 +1,8 @@
 """Side by side in one run: Envoy alone vs Envoy + cascade-extproc, then the cascade's own
 orchestration cost and the server's memory.
 
-    .venv/bin/python bench/overhead.py [--repeat 5] [--requests 200]
+    .venv/bin/python bench/overhead.py [--repeat 5] [--requests 200] [--against REV]
+                                       [--paths direct,skipped] [--sizes 20000,200000,2000000]
 
 (a) overhead on the direct and skipped paths, bodies of ~20 KB, 200 KB and 2 MB, concurrency 1
     and 16: p50/p99 latency, throughput, and the ratios to Envoy alone. Three Envoys route to the
@@ -10,6 +11,10 @@ orchestration cost and the server's memory.
     with them in front of a server that does nothing (bench/null_extproc.py, "floor": what the
     Python gRPC stack costs before any work). Runs alternate between them and each figure is the
     median over --repeat runs.
+    With --against REV, two more Envoys run the same way with the bootstrap REV generates
+    (`cascade-extproc envoy-config` in a worktree of REV): REV's filters in front of the same
+    server and of the same do-nothing one. The server is this checkout's in both, so the
+    difference is Envoy's filters alone (e.g. the Lua filters: docs/performance.md).
 (b) cascade orchestration: a cascade's end-to-end latency vs the sum of the two provider
     latencies (simulated providers with fixed delays).
 (d) memory: the server's RSS per cascade in flight.
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -94,6 +100,18 @@ async def measure(url: str, data: bytes, n: int, concurrency: int) -> tuple[list
         return lat, n / (time.perf_counter() - t0)
 
 
+def cpu_s(pid: int) -> float:
+    """A process's CPU time so far, all its threads, in seconds (schedstat: nanoseconds, where
+    /proc/PID/stat counts 10 ms ticks)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that just ended
+    return total / 1e9
+
+
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
@@ -122,6 +140,23 @@ def start_server(tmp: Path, data: dict):
     return proc, config_mod.load(cfg_path)
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bootstrap_at(rev: str, data: dict, port: int, tmp: Path) -> dict:
+    """The bootstrap revision `rev` generates for this config (data), listening on `port`."""
+    tree = tmp / f"rev-{rev.replace('/', '_')}"
+    if not tree.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), rev], check=True)
+    cfg = tmp / f"rev-config-{port}.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    out = subprocess.run([sys.executable, "-m", "cascade_extproc", "envoy-config", "--config", str(cfg),
+                          "--listen", f"127.0.0.1:{port}", "--envoy-admin", "127.0.0.1:0"],
+                         cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, check=True,
+                         capture_output=True, text=True).stdout
+    return yaml.safe_load(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
@@ -129,7 +164,12 @@ def main() -> None:
     ap.add_argument("--tcp", action="store_true", help="Envoy to server over TCP instead of a Unix socket")
     ap.add_argument("--no-metering", action="store_true", help="the server does not read the answers")
     ap.add_argument("--skip-cascade", action="store_true", help="only (a)")
+    ap.add_argument("--against", metavar="REV", help="also REV's Envoy filters, side by side (implies --skip-cascade)")
+    ap.add_argument("--paths", default="direct,skipped")
+    ap.add_argument("--sizes", default="20000,200000,2000000", help="body sizes in bytes")
     args = ap.parse_args()
+    paths = args.paths.split(",")
+    sizes = [int(x) for x in args.sizes.split(",")]
     loop = LoopThread()
     up = Upstream()
     loop.run(up.start())
@@ -152,7 +192,13 @@ def main() -> None:
                                           admin=Addr("127.0.0.1", 0)) for name, port in ports.items()}
         hcm = boots["alone"]["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
         hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.router"]
-        envoys = [EnvoyProcess(b) for b in boots.values()]
+        if args.against:
+            for name, server_grpc in (("floor@", null_grpc), ("ext@", grpc)):
+                port = ports[name + args.against] = free_port()
+                boots[name + args.against] = bootstrap_at(
+                    args.against, {**data, "listen": {**data["listen"], "grpc": server_grpc}}, port, tmp)
+        envoy_of = {name: EnvoyProcess(b) for name, b in boots.items()}
+        envoys = list(envoy_of.values())
         for e in envoys:
             e.start()
             e.wait_ready()
@@ -162,24 +208,49 @@ def main() -> None:
                   f"of {args.requests} requests\n")
             print("latency in ms, throughput in requests/s; ratios to Envoy alone (x); floor: the same filters "
                   "in front of a server that does nothing\n")
-            print(f"{'path':<8} {'body':>6} {'conc':>4}  {'alone':>6} {'floor':>6} {'ext':>6} {'floor':>6} {'ext':>6}  "
-                  f"{'alone':>6} {'ext':>6}  {'alone':>6} {'floor':>6} {'ext':>6} {'floor':>6} {'ext':>6}")
-            print(f"{'':<8} {'':>6} {'':>4}  {'p50':>6} {'p50':>6} {'p50':>6} {'x':>6} {'x':>6}  "
-                  f"{'p99':>6} {'p99':>6}  {'rps':>6} {'rps':>6} {'rps':>6} {'x':>6} {'x':>6}")
-            for path in ("direct", "skipped"):
-                for size in (20_000, 200_000, 2_000_000):
+            if args.against:
+                rev = args.against
+                print(f"@{rev}: the filters {rev} generates, in front of the same servers; "
+                      f"x: this checkout over {rev}; cpu: Envoy's own CPU per request, in microseconds\n")
+                print(f"{'path':<8} {'body':>6} {'conc':>4}  {'alone':>6} {'floor':>6} {'@' + rev[:7]:>8} "
+                      f"{'ext':>6} {'@' + rev[:7]:>8} {'floor':>6} {'ext':>6}  {'floor':>6} {'@' + rev[:7]:>8} "
+                      f"{'ext':>6} {'@' + rev[:7]:>8} {'floor':>6} {'ext':>6}  {'floor':>6} {'@' + rev[:7]:>8} "
+                      f"{'ext':>6} {'@' + rev[:7]:>8}")
+                print(f"{'':<8} {'':>6} {'':>4}  {'p50':>6} {'p50':>6} {'p50':>8} {'p50':>6} {'p50':>8} "
+                      f"{'x':>6} {'x':>6}  {'rps':>6} {'rps':>8} {'rps':>6} {'rps':>8} {'x':>6} {'x':>6}  "
+                      f"{'cpu':>6} {'cpu':>8} {'cpu':>6} {'cpu':>8}")
+            else:
+                print(f"{'path':<8} {'body':>6} {'conc':>4}  {'alone':>6} {'floor':>6} {'ext':>6} {'floor':>6} {'ext':>6}  "
+                      f"{'alone':>6} {'ext':>6}  {'alone':>6} {'floor':>6} {'ext':>6} {'floor':>6} {'ext':>6}")
+                print(f"{'':<8} {'':>6} {'':>4}  {'p50':>6} {'p50':>6} {'p50':>6} {'x':>6} {'x':>6}  "
+                      f"{'p99':>6} {'p99':>6}  {'rps':>6} {'rps':>6} {'rps':>6} {'x':>6} {'x':>6}")
+            for path in paths:
+                for size in sizes:
                     raw = body(size, path)
                     for conc in (1, 16):
                         n = max(20, args.requests // (1 if size < 1_000_000 else 5))
                         runs: dict[str, list] = {name: [] for name in ports}
+                        cpu: dict[str, list[float]] = {name: [] for name in ports}
                         for _ in range(args.repeat):
                             for name, port in ports.items():
+                                pid = envoy_of[name].proc.pid
+                                cpu0 = cpu_s(pid)
                                 runs[name].append(asyncio.run(measure(f"http://127.0.0.1:{port}/v1/messages",
                                                                       raw, n, conc)))
+                                cpu[name].append((cpu_s(pid) - cpu0) * 1e6 / n)
                         med = {k: (statistics.median(statistics.median(l) for l, _ in v),
                                    statistics.median(pct(l, 0.99) for l, _ in v),
                                    statistics.median(t for _, t in v)) for k, v in runs.items()}
                         a, f, e = med["alone"], med["floor"], med["ext"]
+                        if args.against:
+                            fb, eb = med["floor@" + args.against], med["ext@" + args.against]
+                            c = {k: statistics.median(v) for k, v in cpu.items()}
+                            print(f"{path:<8} {len(raw) // 1000:>5}K {conc:>4}  {a[0]:>6.2f} {f[0]:>6.2f} {fb[0]:>8.2f} "
+                                  f"{e[0]:>6.2f} {eb[0]:>8.2f} {f[0] / fb[0]:>5.2f}x {e[0] / eb[0]:>5.2f}x  "
+                                  f"{f[2]:>6.0f} {fb[2]:>8.0f} {e[2]:>6.0f} {eb[2]:>8.0f} {f[2] / fb[2]:>5.2f}x "
+                                  f"{e[2] / eb[2]:>5.2f}x  {c['floor']:>6.0f} {c['floor@' + args.against]:>8.0f} "
+                                  f"{c['ext']:>6.0f} {c['ext@' + args.against]:>8.0f}")
+                            continue
                         print(f"{path:<8} {len(raw) // 1000:>5}K {conc:>4}  {a[0]:>6.2f} {f[0]:>6.2f} {e[0]:>6.2f} "
                               f"{f[0] / a[0]:>5.2f}x {e[0] / a[0]:>5.2f}x  {a[1]:>6.2f} {e[1]:>6.2f}  "
                               f"{a[2]:>6.0f} {f[2]:>6.0f} {e[2]:>6.0f} {f[2] / a[2]:>5.2f}x {e[2] / a[2]:>5.2f}x")
@@ -189,7 +260,10 @@ def main() -> None:
             for proc in (server, null):
                 proc.terminate()
                 proc.wait()
-    if not args.skip_cascade:
+            for tree in tmp.glob("rev-*"):
+                if tree.is_dir():
+                    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+    if not args.skip_cascade and not args.against:
         cascade_bench(args.repeat)
 
 

@@ -151,8 +151,16 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"cascade-extproc envoy-config: {exc}", file=sys.stderr)
         return 2
-    print(envoy_config.HEADER + yaml.safe_dump(boot, sort_keys=False), end="")
+    print(envoy_config.HEADER + yaml.dump(boot, Dumper=_BlockDumper, sort_keys=False), end="")
     return 0
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (the Lua filters' code) as YAML literal blocks, readable in the file."""
+
+
+_BlockDumper.add_representer(str, lambda dumper, s: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", s, style="|" if "\n" in s else None))
 
 
 def cmd_gen_certs(args: argparse.Namespace) -> int:

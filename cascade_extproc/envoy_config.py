@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -167,17 +168,40 @@ MESSAGE_TIMEOUT_S = 5
 
 
 EXT_PROC = "envoy.filters.http.ext_proc"
-HOLD = "envoy.filters.http.buffer"
+# Our two Lua filters (envoy.filters.http.lua), named so routes can switch them off.
+FAIL_OPEN = "cascade.fail_open"
+USAGE_CHUNK = "cascade.usage_chunk"
+LUA_DIR = Path(__file__).with_name("lua")
+
+
+def lua_source(name: str) -> str:
+    """A Lua filter's code: the JSON scanner, then the filter's own file (cascade_extproc/lua/).
+    Inline in the bootstrap, so it needs no file beside it (the Kubernetes ConfigMap)."""
+    return (LUA_DIR / "json_scan.lua").read_text() + "\n" + (LUA_DIR / f"{name}.lua").read_text()
+
+
+def _lua(name: str, source: str) -> dict[str, Any]:
+    return {"name": name, "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+        "stat_prefix": name.rpartition(".")[2],
+        "default_source_code": {"inline_string": lua_source(source)}}}
 
 
 def _ext_proc_filters(cfg: Config) -> list[dict[str, Any]]:
-    """The ext_proc filter and the hold that keeps the request's headers until it has decided.
+    """The ext_proc filter between our two Lua filters.
 
     Envoy sends no request-headers message (a round trip fewer per call): the headers the server
     reads come as attributes with the whole body, which it routes, rewrites or answers. The
     answer's headers come next (always: whether the answer needs reading is known only after the
     body, and Envoy takes mode_override only in answers to headers); the server's answer to them
-    picks the body mode, NONE when there is nothing to read."""
+    picks the body mode, NONE when there is nothing to read.
+
+    After ext_proc on the request path, the fail-open filter (lua/fail_open.lua) holds the
+    request until its body is complete, so the route and content-length follow the server's
+    decision, and when the server made none (down, not ready, too slow) it cleans the history
+    as the server would. Before ext_proc, so after it on the way back, the usage filter
+    (lua/usage_chunk.lua) drops the usage chunk the server asked for on the client's behalf,
+    even when the server dies mid-stream. docs/envoy-notes.md says what each costs."""
     wait_s = int(cfg.cascade.draft_timeout_s + cfg.cascade.verify_timeout_s) + 10
     ext_proc = {"name": EXT_PROC, "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
@@ -193,18 +217,14 @@ def _ext_proc_filters(cfg: Config) -> list[dict[str, Any]]:
         "request_attributes": list(REQUEST_ATTRIBUTES),
         "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
     }}
-    # Without a headers message Envoy lets the headers on at once; this holds them until the
-    # (decided) body reaches it, so the route and content-length follow the server's decision.
-    hold = {"name": HOLD, "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
-        "max_request_bytes": cfg.limits.max_body_bytes}}
-    return [ext_proc, hold]
+    return [_lua(USAGE_CHUNK, "usage_chunk"), ext_proc, _lua(FAIL_OPEN, "fail_open")]
 
 
-# Non-model calls (model lists, token counts, file uploads) pass untouched: the request filter
+# Non-model calls (model lists, token counts, file uploads) pass untouched: the request filters
 # would otherwise buffer their bodies, and a large upload would hit the buffer limit.
 NOT_PROCESSED = {"typed_per_filter_config": {name: {
-    "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True} for name in (EXT_PROC, HOLD)}}
+    "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}
+    for name in (USAGE_CHUNK, EXT_PROC, FAIL_OPEN)}}
 
 
 def _path_header(route: dict[str, Any]) -> dict[str, Any]:
@@ -270,14 +290,16 @@ def local_reply_config() -> dict[str, Any]:
     """Envoy's own error replies (upstream gone, timeouts, body too large) in the client's API
     error shape, so SDKs raise a proper API error instead of failing to parse. Only replies Envoy
     makes itself are touched (they carry a response flag); the server's immediate answers, which
-    are local replies too, are already in the client's format."""
+    are local replies too, are already in the client's format. A body over the limit is refused
+    by Envoy itself, whoever is up: `x-cascade-path: rejected`."""
     def status(op: str, code: int) -> dict[str, Any]:
         return {"status_code_filter": {"comparison": {"op": op, "value": {
             "default_value": code, "runtime_key": f"cascade.local_reply.{op.lower()}_{code}"}}}}
 
     # A response flag marks Envoy's upstream failures; 413 (buffer limit) has none, and the
     # server never sends a 413 itself.
-    envoy_error = [status("GE", 400), {"or_filter": {"filters": [{"response_flag_filter": {}}, status("EQ", 413)]}}]
+    too_large = status("EQ", 413)
+    envoy_error = [status("GE", 400), {"response_flag_filter": {}}]
     # The relay route rewrites the path; Envoy keeps the client's in x-envoy-original-path.
     openai_path = {"or_filter": {"filters": [
         {"header_filter": {"header": {"name": name, "string_match": {"prefix": "/openai/"}}}}
@@ -285,7 +307,12 @@ def local_reply_config() -> dict[str, Any]:
     openai_shape = {"error": {"message": "%LOCAL_REPLY_BODY%", "type": "server_error", "param": None,
                               "code": "%RESPONSE_CODE%"}}
     anthropic_shape = {"type": "error", "error": {"type": "api_error", "message": "%LOCAL_REPLY_BODY%"}}
+    rejected = [{"header": {"key": PATH_HEADER, "value": "rejected"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
     return {"mappers": [
+        {"filter": {"and_filter": {"filters": [too_large, openai_path]}}, "headers_to_add": rejected,
+         "body_format_override": {"json_format": openai_shape, "content_type": "application/json"}},
+        {"filter": too_large, "headers_to_add": rejected,
+         "body_format_override": {"json_format": anthropic_shape, "content_type": "application/json"}},
         {"filter": {"and_filter": {"filters": [*envoy_error, openai_path]}},
          "body_format_override": {"json_format": openai_shape, "content_type": "application/json"}},
         {"filter": {"and_filter": {"filters": envoy_error}},

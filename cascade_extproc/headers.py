@@ -30,6 +30,10 @@ DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 ROUTE_KEY = "route"
 RELAY_ROUTE = "relay"
 TICKET_KEY = "ticket"
+# Set ("1") when the server asked an OpenAI stream's provider for the usage chunk the client did
+# not ask for (to meter it): Envoy's usage filter (lua/usage_chunk.lua) drops that chunk on the
+# way to the client, even when the server has died mid-stream.
+USAGE_INJECTED_KEY = "usage_injected"
 
 # Envoy sends the server no request-headers message (a round trip fewer on every call): the
 # request headers the server reads arrive as request_attributes with the body.

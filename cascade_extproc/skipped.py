@@ -8,7 +8,8 @@ keep the promises Envoy alone could not:
 - a draft that stalls or breaks after that ends the stream with an error event in the client's
   format, never a cut connection;
 - the draft's reasoning is never shown to the client (provenance), its answer is translated
-  into the client's API when the draft speaks the other one, and its usage is metered here;
+  into the client's API when the draft speaks the other one, and its usage is metered here (a
+  usage chunk asked for on an OpenAI client's behalf is dropped by Envoy, as on every path);
 - the draft gets the sidecar's key and an allow-list of headers, nothing else of the client's.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from aiohttp import web
 
 from cascade_extproc import codecs
 from cascade_extproc.codecs import anthropic, openai, sse
-from cascade_extproc.codecs.translate import ResponsePlan, ResponseTranslator, StreamTap, UsageChunkDropper, read_json
+from cascade_extproc.codecs.translate import ResponsePlan, ResponseTranslator, StreamTap, read_json
 from cascade_extproc.providers import HttpProvider, ProviderError, Upstream
 from cascade_extproc.types import Api, BlockDelta, Path, Request, StreamEnd, StreamError, Usage
 
@@ -44,7 +45,6 @@ class SkipCall:
     timeout_s: float  # the draft: to answer, and between two chunks
     strong_timeout_s: float
     on_done: Callable[["SkipCall"], None]
-    drop_usage: bool = False  # we asked an OpenAI stream for usage the client did not ask for
     path: Path = Path.SKIPPED
     status: int = 0
     reason: str = ""  # why the strong model answered, or how the draft's answer broke
@@ -83,14 +83,13 @@ async def _draft_stream(call: SkipCall, request: web.Request, up: Upstream) -> w
     """Relay the draft's SSE stream; None (nothing sent) when the strong model should answer."""
     translator = ResponseTranslator(call.plan) if call.plan.rewriting else None
     tap = translator.tap if translator else StreamTap(call.plan.upstream)
-    dropper = UsageChunkDropper() if call.drop_usage and not translator else None
     held: list[bytes] = []  # what the client gets once the draft has shown it can answer
     resp: web.StreamResponse | None = None
     try:
         chunks = up.chunks()
         async for chunk in chunks:
             events = tap.feed(chunk)
-            out = translator.encode(events) if translator else dropper.feed(chunk) if dropper else chunk
+            out = translator.encode(events) if translator else chunk
             if tap.broken:
                 break
             if resp is not None:
@@ -101,7 +100,7 @@ async def _draft_stream(call: SkipCall, request: web.Request, up: Upstream) -> w
                 resp = await _start(request, sse.CONTENT_TYPE)
                 await resp.write(b"".join(held))
         events = tap.feed(b"", end=True)
-        tail = translator.encode(events) if translator else dropper.feed(b"", True) if dropper else b""
+        tail = translator.encode(events) if translator else b""
     except ProviderError as exc:
         if resp is None:
             call.reason = _reason(exc)
@@ -175,7 +174,6 @@ async def _from_strong(call: SkipCall, request: web.Request) -> web.StreamRespon
     log.warning("skipped request %s: %s; the strong model answers", call.req.headers.get("x-request-id", ""),
                 call.reason)
     tap = StreamTap(call.req.api)
-    dropper = UsageChunkDropper() if call.drop_usage else None
     resp: web.StreamResponse | None = None
     try:
         async with call.strong.open(call.strong_body, call.strong_headers, call.strong_timeout_s) as up:
@@ -186,11 +184,9 @@ async def _from_strong(call: SkipCall, request: web.Request) -> web.StreamRespon
                     tap.feed(chunk)
                 else:
                     raw += chunk
-                await resp.write(dropper.feed(chunk) if dropper and up.sse else chunk)
+                await resp.write(chunk)
             if up.sse:
                 tap.feed(b"", end=True)
-                if dropper:
-                    await resp.write(dropper.feed(b"", True))
         await resp.write_eof()
     except ProviderError as exc:
         if resp is not None:  # the strong model's own stream broke: as it would without us

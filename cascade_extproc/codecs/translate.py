@@ -2,8 +2,8 @@
 
 Used where a provider's answer passes on its way to the client: whole (JSON) or chunk by chunk
 (SSE). We take the usage from it (metering), may keep the whole answer (shadow comparisons), and
-may rewrite it: into the client's API, without the draft's reasoning, or without the usage
-chunk we asked for on the client's behalf.
+may rewrite it: into the client's API, without the draft's reasoning. (The usage chunk asked for
+on an OpenAI client's behalf is dropped by Envoy itself: cascade_extproc/lua/usage_chunk.lua.)
 """
 from __future__ import annotations
 
@@ -124,40 +124,3 @@ class ResponseTranslator:
 
 
 REASONING = ("thinking", "redacted_thinking")
-
-
-class UsageChunkDropper:
-    """Drops the usage-only chunk from an OpenAI stream whose client did not ask for it (we did,
-    to meter it). Every other frame passes byte for byte."""
-
-    def __init__(self) -> None:
-        self._buf = b""
-
-    def feed(self, chunk: bytes, end: bool = False) -> bytes:
-        self._buf += chunk
-        out = []
-        while True:
-            cut = _frame_end(self._buf)
-            if cut < 0:
-                break
-            frame, self._buf = self._buf[:cut], self._buf[cut:]
-            if not _usage_only(frame):
-                out.append(frame)
-        if end:
-            out.append(self._buf)
-            self._buf = b""
-        return b"".join(out)
-
-
-def _frame_end(buf: bytes) -> int:
-    ends = [i + len(sep) for sep in (b"\n\n", b"\r\n\r\n") if (i := buf.find(sep)) >= 0]
-    return min(ends) if ends else -1
-
-
-def _usage_only(frame: bytes) -> bool:
-    data = b"".join(line[5:].strip() for line in frame.splitlines() if line.startswith(b"data:"))
-    try:
-        obj = json.loads(data)
-    except ValueError:
-        return False
-    return isinstance(obj, dict) and obj.get("choices") == [] and "usage" in obj

@@ -168,8 +168,8 @@ class Exchange:
             log.exception("could not adjust the request for the strong provider; sending it as it is")
             body, ask_usage = req.raw, False
         # Without metering there is nothing to read: Envoy then skips the answer's body for us.
-        self.response = ResponseSide(req.api, drop_usage_chunk=ask_usage) if self.rt.cfg.metering else None
-        return mutations.continue_body(path, None if body is req.raw else body)
+        self.response = ResponseSide(req.api) if self.rt.cfg.metering else None
+        return mutations.continue_body(path, None if body is req.raw else body, usage_injected=ask_usage)
 
     def _skip(self, req: Request, rule: str, draft_key: str) -> ep.ProcessingResponse:
         """Hand the request to the relay (skipped.py), which asks the draft and streams its answer
@@ -195,8 +195,7 @@ class Exchange:
             draft=self.rt.providers[(req.api, "draft")], draft_headers=_draft_auth(req, draft_api, draft_key),
             strong=self.rt.providers[(req.api, "strong")], strong_headers=_strong_headers(req),
             strong_body=strong_body, timeout_s=cfg.cascade.draft_timeout_s,
-            strong_timeout_s=cfg.cascade.verify_timeout_s, on_done=self._skip_done, served_model=draft.model,
-            drop_usage=ask_usage)
+            strong_timeout_s=cfg.cascade.verify_timeout_s, on_done=self._skip_done, served_model=draft.model)
         self._ticket = self.rt.relay.register(self._skip_call)
         return mutations.to_relay(self._ticket, usage_injected=ask_usage)
 
@@ -396,7 +395,8 @@ def _strong_headers(req: Request) -> dict[str, str]:
 
 
 def _needs_usage_chunk(req: Request, cfg: Config) -> bool:
-    """An OpenAI stream reports usage only when asked; we ask (and hide the answer) to meter it."""
+    """An OpenAI stream reports usage only when asked; we ask to meter it (and Envoy's usage
+    filter hides the answer from the client)."""
     return (cfg.metering and req.api is Api.OPENAI and req.stream
             and not req.wants_usage_chunk)
 

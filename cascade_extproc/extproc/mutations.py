@@ -5,7 +5,8 @@ from google.protobuf.duration_pb2 import Duration
 
 from cascade_extproc._proto import core_pb2, external_processor_pb2 as ep, http_status_pb2
 from cascade_extproc._proto import processing_mode_pb2
-from cascade_extproc.headers import METADATA_NAMESPACE, PATH_HEADER, RELAY_ROUTE, ROUTE_KEY, TICKET_KEY
+from cascade_extproc.headers import (METADATA_NAMESPACE, PATH_HEADER, RELAY_ROUTE, ROUTE_KEY, TICKET_KEY,
+                                     USAGE_INJECTED_KEY)
 from cascade_extproc.types import Path
 
 Mode = processing_mode_pb2.ProcessingMode
@@ -18,9 +19,11 @@ def _header(key: str, value: str) -> core_pb2.HeaderValueOption:
         header=core_pb2.HeaderValue(key=key, raw_value=value.encode()), append_action=_OVERWRITE)
 
 
-def _with_path(resp: ep.ProcessingResponse, path: Path | None) -> ep.ProcessingResponse:
+def _with_path(resp: ep.ProcessingResponse, path: Path | None, usage_injected: bool = False) -> ep.ProcessingResponse:
     if path is not None:
         resp.dynamic_metadata.update({METADATA_NAMESPACE: {"path": str(path)}})
+    if usage_injected:  # Envoy drops the usage chunk the client did not ask for
+        resp.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.update({USAGE_INJECTED_KEY: "1"})
     return resp
 
 
@@ -29,12 +32,13 @@ def _header_edits(set_headers: dict[str, str] | None, remove_headers: list[str] 
         set_headers=[_header(k, v) for k, v in (set_headers or {}).items()], remove_headers=remove_headers or []))
 
 
-def continue_body(path: Path, body: bytes | None = None) -> ep.ProcessingResponse:
-    """Send the request on to the route it has; with `body`, a corrected body first."""
+def continue_body(path: Path, body: bytes | None = None, usage_injected: bool = False) -> ep.ProcessingResponse:
+    """Send the request on to the route it has; with `body`, a corrected body first.
+    `usage_injected`: the body asks for a usage chunk the client did not (USAGE_INJECTED_KEY)."""
     common = ep.CommonResponse()
     if body is not None:
-        common.body_mutation.body = body  # Envoy recomputes content-length (the hold filter)
-    return _with_path(ep.ProcessingResponse(request_body=ep.BodyResponse(response=common)), path)
+        common.body_mutation.body = body  # Envoy recomputes content-length (the fail-open filter)
+    return _with_path(ep.ProcessingResponse(request_body=ep.BodyResponse(response=common)), path, usage_injected)
 
 
 def to_relay(ticket: str, usage_injected: bool = False) -> ep.ProcessingResponse:
@@ -46,17 +50,10 @@ def to_relay(ticket: str, usage_injected: bool = False) -> ep.ProcessingResponse
     common.body_mutation.body = b""
     # Present, empty: Envoy clears the route cache only for a response that has header edits.
     common.header_mutation.SetInParent()
-    resp = _with_path(ep.ProcessingResponse(request_body=ep.BodyResponse(response=common)), Path.SKIPPED)
-    fields = {ROUTE_KEY: RELAY_ROUTE, TICKET_KEY: ticket}
-    if usage_injected:
-        fields[USAGE_INJECTED_KEY] = "1"
-    resp.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.update(fields)
+    resp = _with_path(ep.ProcessingResponse(request_body=ep.BodyResponse(response=common)), Path.SKIPPED,
+                      usage_injected)
+    resp.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.update({ROUTE_KEY: RELAY_ROUTE, TICKET_KEY: ticket})
     return resp
-
-
-# Set when the server asked an OpenAI stream for usage the client did not ask for: the chunk that
-# carries it is not the client's to see.
-USAGE_INJECTED_KEY = "usage_injected"
 
 
 def immediate(status: int, body: bytes, content_type: str, path: Path) -> ep.ProcessingResponse:

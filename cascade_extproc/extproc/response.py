@@ -1,9 +1,8 @@
-"""One provider answer passing through Envoy: metered, kept or rewritten for the client."""
+"""One provider answer passing through Envoy: metered, and kept for shadow comparisons."""
 from __future__ import annotations
 
 from cascade_extproc._proto import external_processor_pb2 as ep
-from cascade_extproc.codecs import sse
-from cascade_extproc.codecs.translate import StreamTap, UsageChunkDropper, read_json
+from cascade_extproc.codecs.translate import StreamTap, read_json
 from cascade_extproc.extproc import mutations
 from cascade_extproc.extproc.mutations import Mode
 from cascade_extproc.types import Api, Response, Usage
@@ -13,16 +12,14 @@ class ResponseSide:
     """Envoy hands us the response headers, then (as we choose) the body whole or in chunks: we
     meter it, and keep the answer (shadow comparisons)."""
 
-    def __init__(self, upstream: Api, drop_usage_chunk: bool = False):
+    def __init__(self, upstream: Api):
         self.upstream = upstream
-        self.drop_usage_chunk = drop_usage_chunk
         self.status = 0
         self.usage: Usage | None = None
         self.answer: Response | None = None
         self.finished = False
         self._mode = ""  # "stream" | "json"
         self._tap = StreamTap(upstream)
-        self._dropper = UsageChunkDropper() if drop_usage_chunk else None
 
     def on_headers(self, msg: ep.HttpHeaders) -> ep.ProcessingResponse:
         headers = {h.key.lower(): h.raw_value.decode("utf-8", "replace") or h.value for h in msg.headers.headers}
@@ -30,15 +27,11 @@ class ResponseSide:
         if msg.end_of_stream:
             self.finished = True
             return mutations.response_headers(Mode.NONE)
-        # A body that changes size loses its content-length: Envoy refuses a mismatch.
         if self.status >= 300:
-            self.finished = True  # nothing to meter in an error, nothing to rewrite
+            self.finished = True  # nothing to meter in an error
             return mutations.response_headers(Mode.NONE)
         if headers.get("content-type", "").startswith("text/event-stream"):
             self._mode = "stream"
-            if self._dropper:
-                return mutations.response_headers(Mode.STREAMED, {"content-type": sse.CONTENT_TYPE},
-                                                  ["content-length"])
             return mutations.response_headers(Mode.STREAMED)
         self._mode = "json"
         return mutations.response_headers(Mode.BUFFERED)
@@ -54,8 +47,7 @@ class ResponseSide:
 
     def _stream(self, chunk: bytes, end: bool) -> ep.ProcessingResponse:
         self._tap.feed(chunk, end)
-        out = self._dropper.feed(chunk, end) if self._dropper else None
         self.usage = self._tap.usage
         if end:
             self.answer = self._tap.response()
-        return mutations.passthrough("response_body") if out is None else mutations.response_body(out)
+        return mutations.passthrough("response_body")

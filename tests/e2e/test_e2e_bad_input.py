@@ -27,8 +27,8 @@ def send(url, body: bytes, method="POST", **headers):
     ("invalid JSON", b'{"model": "claude', {}, (400, "direct")),
     ("a JSON array", b"[1, 2]", {}, (400, "direct")),
     ("no messages", json.dumps({"model": "m", "max_tokens": 5}).encode(), {}, (400, "direct")),
-    # No body, so no body message: Envoy does not consult the server, the provider judges.
-    ("empty body", b"", {}, (400, "fallback")),
+    # No body, so no body message: nothing for the server to decide, the provider judges.
+    ("empty body", b"", {}, (400, "direct")),
     ("wrong content-type", json.dumps(GOOD).encode(), {"content-type": "text/plain"}, (200, "direct")),
     # Compressed: not read by the sidecar; the provider decides (the simulated one inflates it).
     ("gzip body", gzip.compress(json.dumps(GOOD).encode()), {"content-encoding": "gzip"}, (200, "direct")),
@@ -55,21 +55,23 @@ def test_body_over_the_limit_is_a_413_in_the_clients_format(tmp_path):
     try:
         huge = {**GOOD, "messages": [{"role": "user", "content": "x" * (2 << 20)}]}
         status, hdrs, out = send(s.anthropic_url + "/v1/messages", json.dumps(huge).encode())
-        assert status == 413
+        assert (status, hdrs.get_all("x-cascade-path")) == (413, ["rejected"])  # Envoy's own refusal
         assert json.loads(out)["type"] == "error"
         status, hdrs, out = send(s.openai_url + "/chat/completions", json.dumps(huge).encode())
-        assert status == 413 and "error" in json.loads(out)
+        assert (status, hdrs.get_all("x-cascade-path")) == (413, ["rejected"])
+        assert "error" in json.loads(out)
         assert s.sims["strong_anthropic"].received == []
     finally:
         s.close()
 
 
 @pytest.mark.parametrize("method, path", [("GET", "/v1/models"), ("POST", "/v1/messages/count_tokens"),
-                                          ("GET", "/"), ("GET", "/some/other/thing")])
+                                          ("GET", "/"), ("GET", "/some/other/thing"),
+                                          ("GET", "/v1/messages")])  # not a model call: the provider's 405
 def test_other_paths_pass_through(stack, method, path):
     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
     status, hdrs, out = send(stack.anthropic_url + path, body, method=method)
-    assert hdrs.get("x-cascade-path") == "direct"
+    assert hdrs.get_all("x-cascade-path") == ["direct"]
     got = stack.sims["strong_anthropic"].received
     assert len(got) == 1 and got[0].path == path  # it reached the provider, as it was
 

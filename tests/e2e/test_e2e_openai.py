@@ -130,3 +130,23 @@ def test_unpriced_openai_model_is_not_cascaded(stack, client):
     assert got.json["model"] == model and got.json["messages"][-1]["content"] == COMPLEX  # not a verify call
     assert _wait_for(lambda: stack.requests_total(path="direct", api="openai", model=model,
                                                   rule="unpriced-model") == before + 1)
+
+
+@pytest.mark.parametrize("model, expected_path", [("gpt-5.4-mini", "direct"), (STRONG_MODEL, "skipped")])
+def test_usage_chunk_only_for_the_client_that_asked(stack, client, model, expected_path):
+    """To meter a stream the server asks the provider for usage; Envoy's usage filter hides that
+    chunk from a client that did not ask (the metering itself: test_e2e_observability.py)."""
+    def stream(**kw):
+        raw = client.chat.completions.with_raw_response.create(
+            model=model, stream=True, messages=[{"role": "user", "content": "thanks!"}], **kw)
+        assert raw.headers["x-cascade-path"] == expected_path
+        return list(raw.parse())
+    quiet = stream()
+    assert all(c.choices for c in quiet) and all(c.usage is None for c in quiet)
+    asked = stream(stream_options={"include_usage": True})
+    assert asked[-1].choices == [] and asked[-1].usage.total_tokens > 0
+    assert all(c.choices for c in asked[:-1])
+    received = [*stack.sims["strong_openai"].received, *stack.sims["draft_openai"].received]
+    assert [r.json["stream_options"] for r in received] == [{"include_usage": True}] * 2
+    # The body the server rewrote (include_usage spliced in) went with its own length.
+    assert all(int(r.headers["content-length"]) == len(r.body) for r in received)

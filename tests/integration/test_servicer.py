@@ -1,5 +1,6 @@
 """The ext_proc server over real gRPC (no Envoy): what it tells Envoy for each path."""
 import asyncio
+import json
 
 import grpc
 import pytest
@@ -120,6 +121,24 @@ def test_no_client_credentials_goes_direct(tmp_path):
                                                **{"content-type": "application/json"}))
     (body,) = run(tmp_path, {}, scenario)
     assert path_of(body) == "direct" and not body.request_body.response.HasField("body_mutation")
+
+
+@pytest.mark.parametrize("model, path", [("gpt-5.4-mini", "direct"), ("gpt-6.2-sol", "skipped")])
+def test_an_openai_stream_asked_for_usage_on_the_clients_behalf_is_flagged(tmp_path, model, path):
+    """The server asks the provider for the usage chunk to meter it; `usage_injected` tells
+    Envoy's usage filter to hide that chunk from the client (lua/usage_chunk.lua). A client that
+    asked for it itself gets it: no flag."""
+    async def scenario(app, sims):
+        out = []
+        for opts in ({}, {"stream_options": {"include_usage": True}}):
+            out += await exchange(app, model_call("/openai/v1/chat/completions", {
+                "model": model, "stream": True, "messages": [{"role": "user", "content": "thanks"}], **opts}))
+        return out
+    injected, asked = run(tmp_path, {}, scenario)
+    assert metadata(injected)["path"] == path and metadata(injected)["usage_injected"] == "1"
+    if path == "direct":  # (a skipped body goes to the relay, which holds the draft's request)
+        assert json.loads(injected.request_body.response.body_mutation.body)["stream_options"] == {"include_usage": True}
+    assert metadata(asked)["path"] == path and "usage_injected" not in metadata(asked)
 
 
 def test_what_is_not_a_json_model_call_passes_unread(tmp_path):

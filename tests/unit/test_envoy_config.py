@@ -45,7 +45,7 @@ def test_llm_traffic_limits_are_set():
     # so a slow reader of a download cannot make Envoy hold 64 MiB per connection.
     assert listener["per_connection_buffer_limit_bytes"] == 1024 * 1024
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    ext = hcm["http_filters"][0]["typed_config"]
+    ext = next(f["typed_config"] for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")
     assert ext["failure_mode_allow"] is True
     assert float(ext["message_timeout"].rstrip("s")) >= 1  # not 200 ms
     # A cascade may extend the wait up to its own limits (override_message_timeout).
@@ -83,7 +83,7 @@ def test_the_skipped_route_takes_a_ticket_to_the_relay(tmp_path):
     assert ticket["header"] == {"key": "x-cascade-ticket", "value": "%DYNAMIC_METADATA(cascade:ticket)%"}
     # The vhost's removal of internal headers runs after the route's additions: not the ticket.
     assert "x-cascade-ticket" not in hcm["route_config"]["virtual_hosts"][0]["request_headers_to_remove"]
-    ext = hcm["http_filters"][0]["typed_config"]
+    ext = next(f["typed_config"] for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")
     assert ext["metadata_options"] == {"receiving_namespaces": {"untyped": ["cascade"]}}
 
 
@@ -137,20 +137,38 @@ def test_envoy_sheds_load_before_its_memory_limit(tmp_path):
 def test_filters_and_what_each_sends(tmp_path):
     hcm = build_from(tmp_path, {})
     names = [f["name"] for f in hcm["http_filters"]]
-    assert names == ["envoy.filters.http.ext_proc", "envoy.filters.http.buffer", "envoy.filters.http.router"]
-    ext, hold = (f["typed_config"] for f in hcm["http_filters"][:2])
+    # The usage filter before ext_proc (on the way back it runs after it), the fail-open filter
+    # after it (it holds the request until the body is decided); no buffer filter any more.
+    assert names == ["cascade.usage_chunk", "envoy.filters.http.ext_proc", "cascade.fail_open",
+                     "envoy.filters.http.router"]
+    usage, ext, fail_open = (f["typed_config"] for f in hcm["http_filters"][:3])
     # The body, with the headers the server reads as attributes; then the answer's headers.
     mode = ext["processing_mode"]
     assert (mode["request_header_mode"], mode["request_body_mode"]) == ("SKIP", "BUFFERED")
     assert (mode["response_header_mode"], mode["response_body_mode"]) == ("SEND", "NONE")
     assert ext["allow_mode_override"] is True  # the answer's body mode is chosen at its headers
     assert {"request.path", "request.headers['x-api-key']"} <= set(ext["request_attributes"])
-    assert hold["max_request_bytes"] == ext["grpc_service"]["envoy_grpc"]["max_receive_message_length"]
-    # Non-model routes: neither the server nor the hold filter sees their bodies.
+    # The Lua code is inline: the bootstrap needs no file beside it (the Kubernetes ConfigMap).
+    for lua, name in ((usage, "usage_chunk"), (fail_open, "fail_open")):
+        assert lua["default_source_code"] == {"inline_string": envoy_config.lua_source(name)}
+    assert "function envoy_on_response" in usage["default_source_code"]["inline_string"]
+    assert "function envoy_on_request" in fail_open["default_source_code"]["inline_string"]
+    # Non-model routes: none of our filters sees them (no body held, no server asked).
+    ours = {"cascade.usage_chunk", "envoy.filters.http.ext_proc", "cascade.fail_open"}
     for r in hcm["route_config"]["virtual_hosts"][0]["routes"]:
         disabled = set(r.get("typed_per_filter_config", {}))
         model_call = r["name"].startswith("model-") or r["name"] == "skipped"
-        assert disabled == (set() if model_call else {"envoy.filters.http.ext_proc", "envoy.filters.http.buffer"})
+        assert disabled == (set() if model_call else ours)
+
+
+def test_envoy_own_413_says_rejected():
+    mappers = envoy_config.local_reply_config()["mappers"]
+    too_large = [m for m in mappers if "413" in str(m["filter"])]
+    assert len(too_large) == 2  # OpenAI's error shape under /openai/, Anthropic's elsewhere
+    for m in too_large:
+        assert m["headers_to_add"] == [{"header": {"key": "x-cascade-path", "value": "rejected"},
+                                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+    assert all("headers_to_add" not in m for m in mappers if m not in too_large)
 
 
 def test_base_url_paths_become_rewrites(tmp_path):
