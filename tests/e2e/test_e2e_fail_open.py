@@ -177,3 +177,26 @@ def test_server_killed_mid_stream_the_usage_chunk_stays_hidden(s):
     assert chunks[-1].choices[0].finish_reason == "stop" and all(c.usage is None for c in chunks)
     (got,) = s.sims["strong_openai"].received
     assert got.json["stream_options"] == {"include_usage": True}  # the server had asked for it
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_a_skipped_turn_then_the_sidecar_killed_then_the_next_turn_is_answered(s, stream):
+    """The whole story: thinking on, the draft answers a turn with a tool call (skipped, through
+    the relay: asked without thinking, showing none), the sidecar is killed, and the tool loop's
+    next turn, which Envoy now sends to the strong provider unprocessed, is answered."""
+    server_up(s)
+    client = sdk(s, [])
+    messages = [{"role": "user", "content": "sim:tool=read_file"}]
+    path, first = ask(client, stream, messages)
+    assert path == "skipped"
+    assert [b.type for b in first.content][-1] == "tool_use"
+    assert all(b.type not in ("thinking", "redacted_thinking") for b in first.content)  # no signature to refuse
+    assert json.loads(s.sims["draft_anthropic"].received[-1].body)["thinking"] == {"type": "disabled"}
+    server_down(s)
+    call = first.content[-1]
+    messages += [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "ok"}]}]
+    path, second = ask(client, stream, messages)
+    assert path == "fallback" and second.content[-1].type == "text"
+    (got,) = s.sims["strong_anthropic"].received
+    assert got.json["thinking"] == {"type": "disabled"}  # Envoy's fail-open filter, not the sidecar
