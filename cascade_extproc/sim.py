@@ -465,16 +465,11 @@ class SimProvider:
         await resp.prepare(request)
         first = True
         frames = list(frames)
-        if cut == "truncate":  # half the frames, then the connection drops
-            frames = frames[:len(frames) // 2]
-            for frame in frames:
-                if frame is not None:
-                    await resp.write(frame.encode())
-            assert request.transport is not None
-            request.transport.abort()
-            return resp
-        # A stall sends the first half of the frames (at least through the first content delta).
-        left = _stall_point([f for f in frames if f is not None]) if cut == "stall" else -1
+        real = [f for f in frames if f is not None]
+        # truncate: the first half of the frames, then the connection drops; stall: the first half
+        # (at least through the first content delta), then nothing. Latency applies as usual.
+        left = {"truncate": sum(f is not None for f in frames[:len(frames) // 2]),
+                "stall": _stall_point(real)}.get(cut, -1)
         try:
             for frame in frames:
                 if left == 0:
@@ -486,6 +481,10 @@ class SimProvider:
                 else:
                     await resp.write(frame.encode())
                     left -= 1
+            if cut == "truncate":
+                assert request.transport is not None
+                request.transport.abort()
+                return resp
             if cut == "stall":
                 await self._hold_open(request)
                 return resp
@@ -565,7 +564,8 @@ class SimProvider:
         if calls:
             message["tool_calls"] = calls
         choice = {"index": 0, "message": message, "finish_reason": _FINISH[ans.stop], "logprobs": None}
-        return await self._json(request, {**head, "object": "chat.completion", "choices": [choice], "usage": usage}, ans, cut)
+        answer = {**head, "object": "chat.completion", "choices": [choice], "usage": usage}
+        return await self._json(request, answer, ans, cut)
 
 
 FAULTS = ("malformed", "truncate", "reset", "stall")  # besides HTTP statuses

@@ -586,9 +586,10 @@ CONTENT_DELTA = {"anthropic": b'"type": "text_delta"', "openai": b'"content": "S
 STREAM_END = {"anthropic": b"message_stop", "openai": b"[DONE]"}
 
 
-def raw_exchange(sim, body: dict, quiet_s: float = 0.4):
+def raw_exchange(sim, body: dict, quiet_s: float = 0.4, keep: bool = True):
     """POST `body` to `sim` on a raw socket; read until the sim says nothing for `quiet_s`.
-    Returns (response head, body bytes as sent on the wire, the socket if still open else None)."""
+    Returns (response head, body bytes as sent on the wire, the socket if still open else None);
+    with keep=False the socket is closed either way."""
     path, headers, _ = MODEL_PATHS[sim.api]
     data = json.dumps(body).encode()
     head = "".join(f"{k}: {v}\r\n" for k, v in {"host": "sim", "content-type": "application/json",
@@ -602,7 +603,7 @@ def raw_exchange(sim, body: dict, quiet_s: float = 0.4):
         is_open = False
     except socket.timeout:
         pass
-    if not is_open:
+    if not is_open or not keep:
         sock.close()
     resp_head, _, wire_body = got.partition(b"\r\n\r\n")
     return resp_head.decode(), wire_body, sock if is_open else None
@@ -641,7 +642,7 @@ def test_stall_sse_sends_the_first_half_of_the_frames_then_nothing(_providers, a
     sim.clear()
     _, _, model = MODEL_PATHS[api]
     request = {"model": model, "max_tokens": 200, "stream": True, "messages": user("hi")}
-    whole = raw_exchange(sim, request)[1]  # chunked, ends with the terminating chunk
+    whole = raw_exchange(sim, request, keep=False)[1]  # chunked, ends with the terminating chunk
     assert STREAM_END[api] in whole and whole.endswith(b"0\r\n\r\n")
     sim.fail_next("stall")
     head, body, sock = raw_exchange(sim, request)
@@ -686,3 +687,23 @@ def test_stall_ends_when_the_sim_stops(loop):
 def test_unknown_fault_is_refused(asim):
     with pytest.raises(ValueError, match="unknown fault 'hang'"):
         asim.fail_next("hang")
+
+
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+def test_truncate_sse_sends_half_the_frames_at_the_stream_pace_then_drops(loop, api):
+    sim = SimProvider(api, latency=Latency(tokens_per_s=50))
+    loop.run(sim.start())
+    try:
+        _, _, model = MODEL_PATHS[api]
+        request = {"model": model, "max_tokens": 200, "stream": True, "messages": user("hi")}
+        whole = raw_exchange(sim, request, keep=False)[1]
+        sim.fail_next("truncate")
+        t0 = time.monotonic()
+        head, body, sock = raw_exchange(sim, request, quiet_s=2)
+        took = time.monotonic() - t0
+    finally:
+        loop.run(sim.stop())
+    assert sock is None, "the connection dropped"
+    assert head.startswith("HTTP/1.1 200") and CONTENT_DELTA[api] in body and STREAM_END[api] not in body
+    assert 0 < body.count(b"data: ") <= whole.count(b"data: ") // 2 + 1
+    assert took >= 0.1  # ~10 tokens at 50/s: the cut comes mid-stream, not with the headers
