@@ -47,7 +47,8 @@ class SkipCall:
     drop_usage: bool = False  # we asked an OpenAI stream for usage the client did not ask for
     path: Path = Path.SKIPPED
     status: int = 0
-    reason: str = ""  # why the strong model answered, or how the draft's answer broke
+    reason: str = ""  # why the strong model answered (path fallback)
+    error: str = ""  # how the answer broke after the client had part of it, or "client-gone"
     served_model: str = ""
     usage: dict[str, Usage] = field(default_factory=dict)
     taken: bool = False  # the relay has it (it then finishes the record)
@@ -67,10 +68,10 @@ async def serve(call: SkipCall, request: web.Request) -> web.StreamResponse:
     return await _from_strong(call, request)
 
 
-def _reason(exc: ProviderError) -> str:
+def _reason(exc: ProviderError, who: str = "draft") -> str:
     if exc.status:
-        return f"draft-http-{exc.status}"
-    return "draft-" + exc.reason.split(":")[0].replace(" ", "-")
+        return f"{who}-http-{exc.status}"
+    return f"{who}-" + exc.reason.split(":")[0].replace(" ", "-")
 
 
 async def _start(request: web.Request, content_type: str) -> web.StreamResponse:
@@ -147,7 +148,7 @@ async def _draft_json(call: SkipCall, request: web.Request, up: Upstream) -> web
 async def _broken(call: SkipCall, resp: web.StreamResponse, message: str, reason: str) -> web.StreamResponse:
     """The client has part of the draft's answer and there is no more: end its stream with an
     error event in its own format, so no SDK takes a cut answer for a whole one."""
-    call.status, call.reason = 502, reason
+    call.status, call.error = 502, reason
     log.error("skipped request %s: %s after part of the answer was sent; ended with an error event",
               call.req.headers.get("x-request-id", ""), message)
     try:
@@ -164,7 +165,7 @@ def _error_event(client: Api, include_usage: bool, message: str) -> bytes:
 
 
 def _client_gone(call: SkipCall, resp: web.StreamResponse | None = None) -> web.StreamResponse:
-    call.status, call.reason = 499, call.reason or "client-gone"
+    call.status, call.error = 499, "client-gone"
     return resp if resp is not None else web.StreamResponse(status=499)
 
 
@@ -194,7 +195,7 @@ async def _from_strong(call: SkipCall, request: web.Request) -> web.StreamRespon
         await resp.write_eof()
     except ProviderError as exc:
         if resp is not None:  # the strong model's own stream broke: as it would without us
-            return await _broken(call, resp, f"the strong provider's stream {exc.reason}", "strong-" + exc.reason)
+            return await _broken(call, resp, f"the strong provider's stream {exc.reason}", _reason(exc, "strong"))
         call.status = exc.status or 502
         message = exc.message or f"upstream error: {exc.reason}"
         return web.Response(status=call.status, body=CODECS[call.req.api].error_body(call.status, message),

@@ -203,7 +203,8 @@ class Exchange:
     def _skip_done(self, call: SkipCall) -> None:
         rec = self.record
         assert rec is not None
-        rec.path, rec.usage, rec.served_model, rec.fallback_reason = str(call.path), call.usage, call.served_model, call.reason
+        rec.path, rec.usage, rec.served_model = str(call.path), call.usage, call.served_model
+        rec.fallback_reason, rec.error = call.reason, call.error
         self._recorded = False
         self._finish_record(call.status)
 
@@ -354,7 +355,8 @@ class Exchange:
             if call.taken:
                 return
             if self.rt.relay.discard(self._ticket) is not None:  # the client left before Envoy routed it
-                call.status, call.reason = 499, "client-gone"
+                assert self.record is not None
+                self.record.error, status = "client-gone", 499
         self._finish_record(status)
 
     def _finish_record(self, status: int = 0) -> None:
