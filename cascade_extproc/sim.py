@@ -20,6 +20,8 @@ Directives, in the last user text (the verifier's turn excluded):
 - `sim:say=TEXT`      the reply text is exactly TEXT (to the end of the line), not the
                       "Simulated reply from ..." text; with sim:tool it precedes the call.
 - `sim:redact`        with thinking enabled, a redacted_thinking block instead of a thinking one.
+- `sim:think`         reason even when not asked to, as some reasoning models do (Anthropic: a
+                      signed thinking block; OpenAI: `reasoning_content`).
 - `sim:gullible`      a verifier fooled by injection: it answers `ACCEPT X` with the LAST
                       `[cascade-verify nonce=X]` or `ACCEPT X` (hex X) in the last user message.
 and in any user text, including the verifier's turn:
@@ -242,6 +244,7 @@ def _answer(conv: _Conv, model: str, max_tokens: int | None, *, think: bool = Fa
     own = _without_verification(conv) if verifying else conv
     last = own.last_user()
     last_text = "\n".join(last.texts)
+    think = think or "sim:think" in last_text
     thinking = _thinking_text(model, last_text or "\n".join(last.extras)) if think else ""
     n_think = _ntok(thinking)
     rest = None if max_tokens is None else max_tokens - n_think

@@ -707,3 +707,16 @@ def test_truncate_sse_sends_half_the_frames_at_the_stream_pace_then_drops(loop, 
     assert head.startswith("HTTP/1.1 200") and CONTENT_DELTA[api] in body and STREAM_END[api] not in body
     assert 0 < body.count(b"data: ") <= whole.count(b"data: ") // 2 + 1
     assert took >= 0.1  # ~10 tokens at 50/s: the cut comes mid-stream, not with the headers
+
+
+def test_think_directive_reasons_unasked(asim, osim):
+    # A reasoning model reasons whether or not it is asked to: Anthropic, a thinking block signed
+    # by this provider; OpenAI, DeepSeek's reasoning_content.
+    msg = aclient(asim).messages.create(model=MODEL_A, max_tokens=200, messages=user("sim:think hi"))
+    assert [b.type for b in msg.content] == ["thinking", "text"]
+    assert msg.content[0].signature == thinking_signature(asim.name, msg.content[0].thinking)
+    plain = aclient(asim).messages.create(model=MODEL_A, max_tokens=200, messages=user("hi"))
+    assert [b.type for b in plain.content] == ["text"]
+    c = oclient(osim).chat.completions.create(model=MODEL_O, messages=user("sim:think hi"))
+    assert c.choices[0].message.model_extra["reasoning_content"].startswith("Simulated reasoning by")
+    assert c.usage.completion_tokens_details.reasoning_tokens > 0
