@@ -186,8 +186,10 @@ class Exchange:
         if ask_usage:
             strong_body = _ask_usage(strong_body)
         # The draft's reasoning never reaches the client (provenance): it is asked without
-        # thinking; should it think anyway, its blocks are dropped on the way.
-        strip = draft_api is Api.ANTHROPIC and "thinking" in req.body
+        # thinking; should it think anyway, its blocks are dropped on the way: always when its
+        # answer is translated (rewritten anyway), and for an Anthropic draft when the client's
+        # request mentions thinking (otherwise its bytes pass as they are).
+        strip = draft_api is not req.api or (draft_api is Api.ANTHROPIC and "thinking" in req.body)
         plan = ResponsePlan(req.api, draft_api, strip, req.wants_usage_chunk, int(time.time()))
         self._start(req.api, Path.SKIPPED, rule, req.model, served=draft.model)
         self._skip_call = SkipCall(
