@@ -91,14 +91,16 @@ async def _draft_stream(call: SkipCall, request: web.Request, up: Upstream) -> w
         chunks = up.chunks()
         async for chunk in chunks:
             events = tap.feed(chunk)
-            out = translator.encode(events) if translator else dropper.feed(chunk) if dropper else chunk
+            shown = translator.shown(events) if translator else events  # the draft's reasoning stripped
+            out = translator.encode_shown(shown) if translator else dropper.feed(chunk) if dropper else chunk
             if tap.broken:
                 break
             if resp is not None:
                 await resp.write(out)
                 continue
             held.append(out)
-            if any(isinstance(ev, (BlockDelta, StreamEnd)) for ev in events):
+            # The client's answer starts with the first content it is to see (not reasoning it never will).
+            if any(isinstance(ev, (BlockDelta, StreamEnd)) for ev in shown):
                 resp = await _start(request, sse.CONTENT_TYPE)
                 await resp.write(b"".join(held))
         events = tap.feed(b"", end=True)

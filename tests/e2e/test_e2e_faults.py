@@ -366,3 +366,24 @@ def test_a_stalled_draft_on_a_skipped_request(stack, api, case):
     assert stack.metric_total("cascade_fallbacks_total", reason="draft-stalled") == fallbacks + (not counted_as_error)
     assert stack.metric_total("cascade_request_errors_total", path="skipped",
                               reason="draft-stalled") == errors + counted_as_error
+
+
+def test_a_draft_stalling_in_reasoning_the_client_never_sees_is_answered_by_strong(stack):
+    # Claude Code with thinking on, skipped: the draft is asked without thinking, and should it
+    # reason anyway (sim:think: as reasoning models do) its reasoning is dropped on the way. A
+    # draft that stalls while still reasoning has sent the client nothing it would see, so the
+    # strong model answers. (The relay used to start the client's answer on the first reasoning
+    # delta, then end it with an error event.)
+    draft = stack.sims["draft_anthropic"]
+    draft.latency.tokens_per_s = 1 / (2 * LIMIT_S)  # the first token at once, the next 2 s later
+    client = anthropic.Anthropic(base_url=stack.anthropic_url, api_key=CLIENT_KEY, max_retries=0)
+    with client.messages.stream(model=STRONG["anthropic"], max_tokens=2048,
+                                thinking={"type": "enabled", "budget_tokens": 1024},
+                                messages=[{"role": "user", "content": "sim:think hi"}]) as s:
+        path = s.response.headers["x-cascade-path"]
+        final = s.get_final_message()
+    assert path == "fallback"
+    assert [b.type for b in final.content] == ["thinking", "text"]
+    assert final.content[1].text.startswith(f"Simulated reply from {STRONG['anthropic']}: ")
+    (asked,) = model_calls(draft)
+    assert asked.json["thinking"] == {"type": "disabled"}
