@@ -34,7 +34,8 @@ class RequestRecord:
     baseline_usd: float | None = None
     latency_s: float = 0.0
     status: int = 0
-    fallback_reason: str = ""
+    fallback_reason: str = ""  # why the strong model answered instead (path fallback)
+    error: str = ""  # how the answer broke after it had started, or "client-gone"
     shadow_route: str = ""  # shadow mode: what the router would have done
     at: float = field(default_factory=time.time)
 
@@ -47,6 +48,8 @@ class RequestRecord:
             "latency_ms": round(self.latency_s * 1000, 1)}
         if self.fallback_reason:
             out["fallback_reason"] = self.fallback_reason
+        if self.error:
+            out["error"] = self.error
         if self.shadow_route:
             out["shadow_route"] = self.shadow_route
         return out
@@ -93,6 +96,8 @@ class Ledger:
             m.savings.set(self.baseline_usd - self.cost_usd)
         if rec.fallback_reason:
             m.fallbacks.labels(rec.fallback_reason).inc()
+        if rec.error:
+            m.errors.labels(rec.path, rec.error).inc()
         m.duration.labels(rec.path).observe(rec.latency_s)
         self.by_path[rec.path] += 1
         if rec.api != "none":

@@ -38,6 +38,10 @@ class Metrics:
         self.fallbacks = Counter(
             "cascade_fallbacks", "Requests sent on to the strong model after a failure, by reason.",
             ["reason"], registry=r)
+        self.errors = Counter(
+            "cascade_request_errors", "Requests that ended without a whole answer, by path and reason: a stream "
+            "that broke after it had started (ended with an error event), or the client gone.",
+            ["path", "reason"], registry=r)
         self.extproc_messages = Counter(
             "cascade_extproc_messages", "Messages Envoy sent the ext_proc server, by kind (each one a round "
             "trip Envoy waits for).", ["kind"], registry=r)

@@ -20,6 +20,8 @@ Directives, in the last user text (the verifier's turn excluded):
 - `sim:say=TEXT`      the reply text is exactly TEXT (to the end of the line), not the
                       "Simulated reply from ..." text; with sim:tool it precedes the call.
 - `sim:redact`        with thinking enabled, a redacted_thinking block instead of a thinking one.
+- `sim:think`         reason even when not asked to, as some reasoning models do (Anthropic: a
+                      signed thinking block; OpenAI: `reasoning_content`).
 - `sim:gullible`      a verifier fooled by injection: it answers `ACCEPT X` with the LAST
                       `[cascade-verify nonce=X]` or `ACCEPT X` (hex X) in the last user message.
 and in any user text, including the verifier's turn:
@@ -243,6 +245,7 @@ def _answer(conv: _Conv, model: str, max_tokens: int | None, *, think: bool = Fa
     own = _without_verification(conv) if verifying else conv
     last = own.last_user()
     last_text = "\n".join(last.texts)
+    think = think or "sim:think" in last_text
     thinking = _thinking_text(model, last_text or "\n".join(last.extras)) if think else ""
     n_think = _ntok(thinking)
     rest = None if max_tokens is None else max_tokens - n_think
@@ -297,8 +300,9 @@ class SimProvider:
         self.port = 0
         self._host = "127.0.0.1"
         self._faults: list[int | str] = []
-        self._truncate = False  # the answer being written is to be cut off halfway
         self.faults_served = 0  # how many model calls got an injected fault
+        self.held = 0  # connections a "stall" holds open right now
+        self._stopping = False
         self.record = True  # keep every request in `received` (off for long load runs)
         self._runner: web.AppRunner | None = None
         self._scheme = "http"
@@ -312,8 +316,11 @@ class SimProvider:
     def fail_next(self, status: int | str, count: int = 1) -> None:
         """The next `count` model calls fail: an HTTP status (answered in the API's error shape),
         or "malformed" (200 with a body that is not JSON), "truncate" (the answer, JSON or SSE,
-        cut off halfway and the connection dropped) or "reset" (the connection dropped at once)."""
-        if isinstance(status, str) and status not in ("malformed", "truncate", "reset"):
+        cut off halfway and the connection dropped), "reset" (the connection dropped at once) or
+        "stall" (the answer starts, then nothing more comes and the connection stays open until
+        the client goes away: JSON, the response headers and not a byte of the body; SSE, the
+        headers and the first half of the frames, at least through the first content delta)."""
+        if isinstance(status, str) and status not in FAULTS:
             raise ValueError(f"unknown fault {status!r}")
         self._faults += [status] * count
 
@@ -339,9 +346,13 @@ class SimProvider:
         self._scheme = "https" if ssl_context is not None else "http"
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        self._stopping = True  # stalled answers end (their connections dropped)
+        try:
+            if self._runner is not None:
+                await self._runner.cleanup()
+                self._runner = None
+        finally:
+            self._stopping = False
 
     # -- plumbing --
 
@@ -390,26 +401,37 @@ class SimProvider:
     def _id_header(self, rid: str) -> dict[str, str]:
         return {"request-id" if self.api == "anthropic" else "x-request-id": rid}
 
-    async def _model_call(self, request: web.Request) -> tuple[web.Response | None, dict]:
-        """A pending fault to answer with, else the validated-as-object JSON body."""
+    async def _model_call(self, request: web.Request) -> tuple[web.Response | None, dict, str]:
+        """A pending fault to answer with, else the validated-as-object JSON body and how the
+        answer is to be cut ("truncate", "stall" or "")."""
         if self._faults:
             fault = self._faults.pop(0)
             self.faults_served += 1
             if fault == "malformed":
-                return web.Response(status=200, body=b'{"id": "x", "content": [', content_type="application/json"), {}
+                return web.Response(status=200, body=b'{"id": "x", "content": [', content_type="application/json"), {}, ""
             if fault == "reset":
                 assert request.transport is not None
                 request.transport.abort()
-                return web.Response(status=200), {}
-            if fault == "truncate":
-                self._truncate = True
-                return None, await self._body(request)
-            return self._error(int(fault), f"simulated failure ({fault})"), {}
-        return None, await self._body(request)
+                return web.Response(status=200), {}, ""
+            if fault in ("truncate", "stall"):  # the answer is made, then cut or held
+                return None, await self._body(request), str(fault)
+            return self._error(int(fault), f"simulated failure ({fault})"), {}, ""
+        return None, await self._body(request), ""
 
-    def _take_truncate(self) -> bool:
-        cut, self._truncate = self._truncate, False
-        return cut
+    async def _hold_open(self, request: web.Request) -> None:
+        """A stalled answer: send nothing more until the client goes away (or the sim stops,
+        when the connection is dropped, so no client takes the answer for a whole one)."""
+        self.held += 1
+        try:
+            while not self._stopping:
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    return
+                await asyncio.sleep(0.02)
+            if request.transport is not None:
+                request.transport.abort()
+        finally:
+            self.held -= 1
 
     async def _body(self, request: web.Request) -> dict:
         raw = await request.read()  # aiohttp caches the body
@@ -432,44 +454,55 @@ class SimProvider:
             return self.latency.ttft_s
         return 1 / self.latency.tokens_per_s if self.latency.tokens_per_s > 0 else 0.0
 
-    async def _json(self, request: web.Request, payload: dict, ans: _Answer) -> web.StreamResponse:
+    async def _json(self, request: web.Request, payload: dict, ans: _Answer, cut: str) -> web.StreamResponse:
         delay = self._gap(True) + max(ans.output_tokens - 1, 0) * self._gap(False)
         if delay > 0:
             await asyncio.sleep(delay)
-        if self._take_truncate():  # promise the whole body, send half, drop the connection
+        if cut:  # promise the whole body; truncate: send half, drop the connection; stall: hold it
             data = json.dumps(payload).encode()
-            resp = web.StreamResponse(headers={"content-type": "application/json"})
+            resp = web.StreamResponse(headers={"content-type": "application/json",
+                                               **self._id_header(payload["id"])})
             resp.content_length = len(data)
-            await resp.prepare(request)
+            await resp.prepare(request)  # a StreamResponse sends its headers at once
+            if cut == "stall":
+                await self._hold_open(request)
+                return resp
             await resp.write(data[:len(data) // 2])
             assert request.transport is not None
             request.transport.abort()
             return resp
         return web.json_response(payload, headers=self._id_header(payload["id"]))
 
-    async def _stream(self, request: web.Request, frames: Iterator[str | None]) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, frames: Iterator[str | None], cut: str) -> web.StreamResponse:
         """Write SSE frames as produced; a None item is a token boundary, where latency applies."""
         resp = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache",
                                            **self._id_header("req_sim_stream")})
         await resp.prepare(request)
         first = True
         frames = list(frames)
-        if self._take_truncate():  # half the frames, then the connection drops
-            frames = frames[:len(frames) // 2]
-            for frame in frames:
-                if frame is not None:
-                    await resp.write(frame.encode())
-            assert request.transport is not None
-            request.transport.abort()
-            return resp
+        real = [f for f in frames if f is not None]
+        # truncate: the first half of the frames, then the connection drops; stall: the first half
+        # (at least through the first content delta), then nothing. Latency applies as usual.
+        left = {"truncate": sum(f is not None for f in frames[:len(frames) // 2]),
+                "stall": _stall_point(real)}.get(cut, -1)
         try:
             for frame in frames:
+                if left == 0:
+                    break
                 if frame is None:
                     if (delay := self._gap(first)) > 0:
                         await asyncio.sleep(delay)
                     first = False
                 else:
                     await resp.write(frame.encode())
+                    left -= 1
+            if cut == "truncate":
+                assert request.transport is not None
+                request.transport.abort()
+                return resp
+            if cut == "stall":
+                await self._hold_open(request)
+                return resp
             await resp.write_eof()
         except ConnectionError:
             log.debug("sim %s: client went away mid-stream", self.name)
@@ -492,7 +525,7 @@ class SimProvider:
         return web.json_response({"input_tokens": _anthropic_conv(body).input_tokens()})
 
     async def _anthropic_messages(self, request: web.Request) -> web.StreamResponse:
-        fault, body = await self._model_call(request)
+        fault, body, cut = await self._model_call(request)
         if fault:
             return fault
         check_anthropic(body, generating=True, name=self.name)
@@ -515,13 +548,13 @@ class SimProvider:
                "usage": {"input_tokens": conv.input_tokens(), "output_tokens": ans.output_tokens,
                          "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
         if body.get("stream"):
-            return await self._stream(request, _anthropic_frames(msg))
-        return await self._json(request, msg, ans)
+            return await self._stream(request, _anthropic_frames(msg), cut)
+        return await self._json(request, msg, ans, cut)
 
     # -- OpenAI --
 
     async def _openai_chat(self, request: web.Request) -> web.StreamResponse:
-        fault, body = await self._model_call(request)
+        fault, body, cut = await self._model_call(request)
         if fault:
             return fault
         check_openai(body)
@@ -539,14 +572,33 @@ class SimProvider:
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             frames = _openai_frames(head, ans, calls, usage if include_usage else None)
-            return await self._stream(request, frames)
+            return await self._stream(request, frames, cut)
         message = {"role": "assistant", "content": (ans.text or None) if calls else ans.text, "refusal": None}
         if ans.thinking:
             message["reasoning_content"] = ans.thinking
         if calls:
             message["tool_calls"] = calls
         choice = {"index": 0, "message": message, "finish_reason": _FINISH[ans.stop], "logprobs": None}
-        return await self._json(request, {**head, "object": "chat.completion", "choices": [choice], "usage": usage}, ans)
+        answer = {**head, "object": "chat.completion", "choices": [choice], "usage": usage}
+        return await self._json(request, answer, ans, cut)
+
+
+FAULTS = ("malformed", "truncate", "reset", "stall")  # besides HTTP statuses
+
+
+def _stall_point(frames: list[str]) -> int:
+    """How many SSE frames a stalled answer sends: half, and at least through the first content
+    delta (text or tool arguments; reasoning is not content)."""
+    first = next((i for i, f in enumerate(frames) if _is_content_delta(f)), len(frames) - 1)
+    return max(len(frames) // 2, first + 1)
+
+
+def _is_content_delta(frame: str) -> bool:
+    data = next((json.loads(line[6:]) for line in frame.splitlines() if line.startswith("data: {")), {})
+    if data.get("type") == "content_block_delta":  # Anthropic
+        return data["delta"]["type"] in ("text_delta", "input_json_delta")
+    delta = (data.get("choices") or [{}])[0].get("delta") or {}  # OpenAI
+    return bool(delta.get("content") or delta.get("tool_calls"))
 
 
 def _loads(raw: bytes) -> Any:

@@ -47,7 +47,8 @@ class SkipCall:
     on_done: Callable[["SkipCall"], None]
     path: Path = Path.SKIPPED
     status: int = 0
-    reason: str = ""  # why the strong model answered, or how the draft's answer broke
+    reason: str = ""  # why the strong model answered (path fallback)
+    error: str = ""  # how the answer broke after the client had part of it, or "client-gone"
     served_model: str = ""
     usage: dict[str, Usage] = field(default_factory=dict)
     taken: bool = False  # the relay has it (it then finishes the record)
@@ -67,10 +68,15 @@ async def serve(call: SkipCall, request: web.Request) -> web.StreamResponse:
     return await _from_strong(call, request)
 
 
-def _reason(exc: ProviderError) -> str:
+def _how(exc: ProviderError) -> str:
+    """What happened to a stream, in words for the client (no library's class names)."""
+    return "stalled" if exc.reason == "stalled" else "broke off"
+
+
+def _reason(exc: ProviderError, who: str = "draft") -> str:
     if exc.status:
-        return f"draft-http-{exc.status}"
-    return "draft-" + exc.reason.split(":")[0].replace(" ", "-")
+        return f"{who}-http-{exc.status}"
+    return f"{who}-" + exc.reason.split(":")[0].replace(" ", "-")
 
 
 async def _start(request: web.Request, content_type: str) -> web.StreamResponse:
@@ -89,14 +95,16 @@ async def _draft_stream(call: SkipCall, request: web.Request, up: Upstream) -> w
         chunks = up.chunks()
         async for chunk in chunks:
             events = tap.feed(chunk)
-            out = translator.encode(events) if translator else chunk
+            shown = translator.shown(events) if translator else events  # the draft's reasoning stripped
+            out = translator.encode_shown(shown) if translator else chunk
             if tap.broken:
                 break
             if resp is not None:
                 await resp.write(out)
                 continue
             held.append(out)
-            if any(isinstance(ev, (BlockDelta, StreamEnd)) for ev in events):
+            # The client's answer starts with the first content it is to see (not reasoning it never will).
+            if any(isinstance(ev, (BlockDelta, StreamEnd)) for ev in shown):
                 resp = await _start(request, sse.CONTENT_TYPE)
                 await resp.write(b"".join(held))
         events = tap.feed(b"", end=True)
@@ -105,7 +113,7 @@ async def _draft_stream(call: SkipCall, request: web.Request, up: Upstream) -> w
         if resp is None:
             call.reason = _reason(exc)
             return None
-        return await _broken(call, resp, f"the draft provider's stream {exc.reason}", _reason(exc))
+        return await _broken(call, resp, f"the draft provider's stream {_how(exc)}", _reason(exc))
     except ConnectionError:
         return _client_gone(call, resp)
     if resp is None:
@@ -146,7 +154,7 @@ async def _draft_json(call: SkipCall, request: web.Request, up: Upstream) -> web
 async def _broken(call: SkipCall, resp: web.StreamResponse, message: str, reason: str) -> web.StreamResponse:
     """The client has part of the draft's answer and there is no more: end its stream with an
     error event in its own format, so no SDK takes a cut answer for a whole one."""
-    call.status, call.reason = 502, reason
+    call.status, call.error = 502, reason
     log.error("skipped request %s: %s after part of the answer was sent; ended with an error event",
               call.req.headers.get("x-request-id", ""), message)
     try:
@@ -163,7 +171,7 @@ def _error_event(client: Api, include_usage: bool, message: str) -> bytes:
 
 
 def _client_gone(call: SkipCall, resp: web.StreamResponse | None = None) -> web.StreamResponse:
-    call.status, call.reason = 499, call.reason or "client-gone"
+    call.status, call.error = 499, "client-gone"
     return resp if resp is not None else web.StreamResponse(status=499)
 
 
@@ -190,7 +198,7 @@ async def _from_strong(call: SkipCall, request: web.Request) -> web.StreamRespon
         await resp.write_eof()
     except ProviderError as exc:
         if resp is not None:  # the strong model's own stream broke: as it would without us
-            return await _broken(call, resp, f"the strong provider's stream {exc.reason}", "strong-" + exc.reason)
+            return await _broken(call, resp, f"the strong provider's stream {_how(exc)}", _reason(exc, "strong"))
         call.status = exc.status or 502
         message = exc.message or f"upstream error: {exc.reason}"
         return web.Response(status=call.status, body=CODECS[call.req.api].error_body(call.status, message),

@@ -101,7 +101,14 @@ class ResponseTranslator:
         return self.encode(self.tap.feed(chunk, end))
 
     def encode(self, events: list[StreamEvent]) -> bytes:
-        return b"".join(self._encoder.encode(out) for ev in events for out in self._strip(ev))
+        return self.encode_shown(self.shown(events))
+
+    def shown(self, events: list[StreamEvent]) -> list[StreamEvent]:
+        """The events the client is to see: without the draft's reasoning (once per event)."""
+        return [out for ev in events for out in self._strip(ev)]
+
+    def encode_shown(self, events: list[StreamEvent]) -> bytes:
+        return b"".join(self._encoder.encode(ev) for ev in events)
 
     def _strip(self, ev: StreamEvent) -> list[StreamEvent]:
         if not self.plan.strip_thinking or not isinstance(ev, (BlockStart, BlockDelta, BlockStop)):

@@ -186,8 +186,9 @@ class Exchange:
         if ask_usage:
             strong_body = _ask_usage(strong_body)
         # The draft's reasoning never reaches the client (provenance): it is asked without
-        # thinking; should it think anyway, its blocks are dropped on the way.
-        strip = draft_api is Api.ANTHROPIC and "thinking" in req.body
+        # thinking, and whatever it reasons anyway (a reasoning model does, asked or not) is
+        # dropped on the way: its signature would break the client's next strong turn.
+        strip = draft_api is not req.api or draft_api is Api.ANTHROPIC
         plan = ResponsePlan(req.api, draft_api, strip, req.wants_usage_chunk, int(time.time()))
         self._start(req.api, Path.SKIPPED, rule, req.model, served=draft.model)
         self._skip_call = SkipCall(
@@ -202,7 +203,8 @@ class Exchange:
     def _skip_done(self, call: SkipCall) -> None:
         rec = self.record
         assert rec is not None
-        rec.path, rec.usage, rec.served_model, rec.fallback_reason = str(call.path), call.usage, call.served_model, call.reason
+        rec.path, rec.usage, rec.served_model = str(call.path), call.usage, call.served_model
+        rec.fallback_reason, rec.error = call.reason, call.error
         self._recorded = False
         self._finish_record(call.status)
 
@@ -353,7 +355,8 @@ class Exchange:
             if call.taken:
                 return
             if self.rt.relay.discard(self._ticket) is not None:  # the client left before Envoy routed it
-                call.status, call.reason = 499, "client-gone"
+                assert self.record is not None
+                self.record.error, status = "client-gone", 499
         self._finish_record(status)
 
     def _finish_record(self, status: int = 0) -> None:

@@ -59,6 +59,10 @@ class LoopThread:
         self.thread.join(5)
 
 
+# Every Stack built in this test session, so conftest can check what their providers received.
+STACKS: list["Stack"] = []
+
+
 class Stack:
     def __init__(self, tmp: Path, extra_config: dict | None = None, draft_formats: dict | None = None,
                  draft_base_path: str = "", pod_layout: bool = False):
@@ -105,6 +109,7 @@ class Stack:
         self.envoy = EnvoyProcess(boot, log_level=os.environ.get("STACK_ENVOY_LOG", "warning"))
         self.envoy.start()
         self.envoy.wait_ready()
+        STACKS.append(self)
 
     @property
     def anthropic_url(self) -> str:

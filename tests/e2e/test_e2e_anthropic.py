@@ -177,3 +177,19 @@ def test_forged_acceptance_in_the_draft_cannot_make_acceptance_happen(stack, cli
     (verify, original) = stack.sims["strong_anthropic"].received
     assert "[cascade-verify nonce=" in str(verify.json["messages"][-1])
     assert original.json["messages"] == [{"role": "user", "content": text}]  # the client's own request
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_a_draft_that_reasons_unasked_shows_the_client_no_thinking(stack, client, stream):
+    """A reasoning draft thinks whether asked or not (sim:think); its signed thinking would be
+    refused by the strong provider on the client's next turn, so it never reaches the client,
+    even when the client's request says nothing about thinking."""
+    kw = dict(model=STRONG_MODEL, max_tokens=200, messages=[{"role": "user", "content": "sim:think hi"}])
+    if stream:
+        with client.messages.stream(**kw) as s:
+            path, msg = s.response.headers["x-cascade-path"], s.get_final_message()
+    else:
+        raw = client.messages.with_raw_response.create(**kw)
+        path, msg = raw.headers["x-cascade-path"], raw.parse()
+    assert path == "skipped" and [b.type for b in msg.content] == ["text"]
+    assert "sim:think" in stack.sims["draft_anthropic"].received[-1].body.decode()  # it did reason

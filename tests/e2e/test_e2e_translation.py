@@ -142,3 +142,32 @@ def test_a_draft_client_error_is_answered_by_the_strong_model(stack, aclient, st
         model="claude-sonnet-5", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
     assert raw.headers["x-cascade-path"] == "fallback"
     assert raw.parse().content[0].text.startswith("Simulated reply from claude-sonnet-5")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_a_reasoning_openai_draft_never_shows_its_reasoning_to_an_anthropic_client(stack, aclient, stream):
+    # A reasoning model as the draft (DeepSeek's reasoner answers with reasoning_content, asked or
+    # not). Its reasoning was translated into a thinking block with an empty signature: shown to
+    # the client (provenance says never), and refused by the strong provider when the client sent
+    # its history back. Now dropped on the way; the conversation goes on at the strong model.
+    kw = dict(model="claude-sonnet-5", max_tokens=200, messages=[{"role": "user", "content": "sim:think hi"}])
+    if stream:
+        with aclient.messages.stream(**kw) as s:
+            assert s.response.headers["x-cascade-path"] == "skipped"
+            assert "thinking" not in [e.type for e in s if e.type == "content_block_start" and
+                                      e.content_block.type == "thinking"]
+            msg = s.get_final_message()
+    else:
+        raw = aclient.messages.with_raw_response.create(**kw)
+        assert raw.headers["x-cascade-path"] == "skipped"
+        msg = raw.parse()
+    assert [b.type for b in msg.content] == ["text"]
+    assert msg.content[0].text.startswith("Simulated reply from sim-draft-claude")
+    (draft,) = stack.sims["draft_anthropic"].received
+    assert draft.path == "/v1/chat/completions"  # it did reason: the sim was told to
+    stack.clear()
+    history = [*kw["messages"], {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in msg.content]},
+               {"role": "user", "content": COMPLEX + " sim:reject"}]
+    raw = aclient.messages.with_raw_response.create(model="claude-sonnet-5", max_tokens=300, messages=history)
+    assert raw.headers["x-cascade-path"] == "enhanced"  # the strong provider took the history
+    assert raw.parse().content[0].text.startswith("Simulated reply from claude-sonnet-5")

@@ -93,3 +93,25 @@ def test_model_labels_are_bounded():
     series = [line for line in text.splitlines() if line.startswith("cascade_requests_total{")]
     assert len(series) == MAX_MODEL_LABELS + 1  # the first 64 models, then "other"
     assert 'model="other"' in text and sum(float(x.rsplit(" ", 1)[1]) for x in series) == MAX_MODEL_LABELS + 50
+
+
+def test_a_broken_answer_is_an_error_not_a_fallback(caplog):
+    """A skipped stream that broke after the client had part of it was served by nobody else: the
+    log line says error (with the status), and it is not counted as a fallback."""
+    import logging
+
+    from cascade_extproc.ledger import Ledger, RequestRecord
+    from cascade_extproc.metrics import Metrics
+
+    ledger = Ledger(Metrics())
+    with caplog.at_level(logging.INFO, logger="cascade_extproc.requests"):
+        ledger.record(RequestRecord(request_id="a", api="openai", path="skipped", rule="r", model="m",
+                                    status=502, error="draft-stalled"))
+        ledger.record(RequestRecord(request_id="b", api="openai", path="fallback", rule="r", model="m",
+                                    status=200, fallback_reason="draft-stalled"))
+    broken, fell_back = (json.loads(r.getMessage()) for r in caplog.records)
+    assert (broken["status"], broken["error"], "fallback_reason" in broken) == (502, "draft-stalled", False)
+    assert (fell_back["status"], fell_back["fallback_reason"], "error" in fell_back) == (200, "draft-stalled", False)
+    reg = ledger.metrics.registry
+    assert reg.get_sample_value("cascade_fallbacks_total", {"reason": "draft-stalled"}) == 1
+    assert reg.get_sample_value("cascade_request_errors_total", {"path": "skipped", "reason": "draft-stalled"}) == 1

@@ -5,6 +5,7 @@ import asyncio
 import json
 import logging
 import re
+import socket
 import threading
 import time
 import urllib.error
@@ -628,3 +629,147 @@ def test_sims_refuse_what_the_real_apis_refuse(_providers, api, raw):
     url = f"{sim.url}/v1/messages" if api == "anthropic" else f"{sim.url}/chat/completions"
     status, body = raw_post(url, raw, {"x-api-key": "k", "authorization": "Bearer k"})
     assert status == 400, body
+
+
+# ---- the "stall" fault: the answer starts, then nothing more, the connection left open ----
+
+MODEL_PATHS = {"anthropic": ("/v1/messages", {"x-api-key": "k"}, MODEL_A),
+               "openai": ("/v1/chat/completions", {"authorization": "Bearer k"}, MODEL_O)}
+CONTENT_DELTA = {"anthropic": b'"type": "text_delta"', "openai": b'"content": "Sim'}
+STREAM_END = {"anthropic": b"message_stop", "openai": b"[DONE]"}
+
+
+def raw_exchange(sim, body: dict, quiet_s: float = 0.4, keep: bool = True):
+    """POST `body` to `sim` on a raw socket; read until the sim says nothing for `quiet_s`.
+    Returns (response head, body bytes as sent on the wire, the socket if still open else None);
+    with keep=False the socket is closed either way."""
+    path, headers, _ = MODEL_PATHS[sim.api]
+    data = json.dumps(body).encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in {"host": "sim", "content-type": "application/json",
+                                                "content-length": len(data), **headers}.items())
+    sock = socket.create_connection(("127.0.0.1", sim.port), timeout=quiet_s)
+    sock.sendall(f"POST {path} HTTP/1.1\r\n{head}\r\n".encode() + data)
+    got, is_open = b"", True
+    try:
+        while chunk := sock.recv(65536):
+            got += chunk
+        is_open = False
+    except socket.timeout:
+        pass
+    if not is_open or not keep:
+        sock.close()
+    resp_head, _, wire_body = got.partition(b"\r\n\r\n")
+    return resp_head.decode(), wire_body, sock if is_open else None
+
+
+def wait_until(cond, timeout_s: float = 5) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+def test_stall_json_sends_the_headers_and_not_a_byte_more_until_the_client_leaves(_providers, api):
+    sim = _providers[api]
+    sim.clear()
+    served = sim.faults_served
+    sim.fail_next("stall")
+    _, _, model = MODEL_PATHS[api]
+    head, body, sock = raw_exchange(sim, {"model": model, "max_tokens": 50, "messages": user("hi")})
+    assert sock is not None, "a stalled answer leaves the connection open"
+    assert head.startswith("HTTP/1.1 200") and "application/json" in head
+    promised = int(re.search(r"(?i)content-length: (\d+)", head).group(1))
+    assert promised > 0 and body == b""  # the whole body promised, none of it sent
+    assert sim.held == 1 and sim.faults_served == served + 1
+    sock.close()
+    wait_until(lambda: sim.held == 0)  # the client went away: the sim lets go
+    head, body, sock = raw_exchange(sim, {"model": model, "max_tokens": 50, "messages": user("hi")})
+    assert sock is not None and len(body) == int(re.search(r"(?i)content-length: (\d+)", head).group(1))
+    sock.close()  # one call stalled, the next answers whole
+
+
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+def test_stall_sse_sends_the_first_half_of_the_frames_then_nothing(_providers, api):
+    sim = _providers[api]
+    sim.clear()
+    _, _, model = MODEL_PATHS[api]
+    request = {"model": model, "max_tokens": 200, "stream": True, "messages": user("hi")}
+    whole = raw_exchange(sim, request, keep=False)[1]  # chunked, ends with the terminating chunk
+    assert STREAM_END[api] in whole and whole.endswith(b"0\r\n\r\n")
+    sim.fail_next("stall")
+    head, body, sock = raw_exchange(sim, request)
+    assert sock is not None and head.startswith("HTTP/1.1 200") and "text/event-stream" in head
+    assert CONTENT_DELTA[api] in body  # the answer had started
+    assert STREAM_END[api] not in body and not body.endswith(b"0\r\n\r\n")  # and never ended
+    frames, all_frames = body.count(b"data: "), whole.count(b"data: ")
+    assert frames == all_frames // 2, (frames, all_frames)
+    assert sim.held == 1
+    sock.close()
+    wait_until(lambda: sim.held == 0)
+
+
+def test_stall_sse_reaches_the_first_content_delta_even_past_half(asim):
+    # Thinking first and a one-word answer: the first half of the frames is all reasoning, so the
+    # stall goes on to the first text delta (a stall is "after the answer started").
+    asim.fail_next("stall")
+    head, body, sock = raw_exchange(asim, {"model": MODEL_A, "max_tokens": 2048, "stream": True,
+                                           "thinking": THINKING, "messages": user("sim:say=Hi")})
+    assert sock is not None and b'"thinking_delta"' in body
+    text_deltas = re.findall(rb'"delta": \{"type": "text_delta", "text": "([^"]*)"\}', body)
+    assert text_deltas == [b"Hi"] and b"message_stop" not in body
+    sock.close()
+    wait_until(lambda: asim.held == 0)
+
+
+def test_stall_ends_when_the_sim_stops(loop):
+    sim = SimProvider("openai")
+    loop.run(sim.start())
+    try:
+        sim.fail_next("stall")
+        head, body, sock = raw_exchange(sim, {"model": MODEL_O, "messages": user("hi")})
+        assert sock is not None and head.startswith("HTTP/1.1 200") and body == b""
+    finally:
+        loop.run(sim.stop())
+    sock.settimeout(2)
+    assert sock.recv(65536) == b""  # dropped, never completed: no client takes it for an answer
+    sock.close()
+    assert sim.held == 0
+
+
+def test_unknown_fault_is_refused(asim):
+    with pytest.raises(ValueError, match="unknown fault 'hang'"):
+        asim.fail_next("hang")
+
+
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+def test_truncate_sse_sends_half_the_frames_at_the_stream_pace_then_drops(loop, api):
+    sim = SimProvider(api, latency=Latency(tokens_per_s=50))
+    loop.run(sim.start())
+    try:
+        _, _, model = MODEL_PATHS[api]
+        request = {"model": model, "max_tokens": 200, "stream": True, "messages": user("hi")}
+        whole = raw_exchange(sim, request, keep=False)[1]
+        sim.fail_next("truncate")
+        t0 = time.monotonic()
+        head, body, sock = raw_exchange(sim, request, quiet_s=2)
+        took = time.monotonic() - t0
+    finally:
+        loop.run(sim.stop())
+    assert sock is None, "the connection dropped"
+    assert head.startswith("HTTP/1.1 200") and CONTENT_DELTA[api] in body and STREAM_END[api] not in body
+    assert 0 < body.count(b"data: ") <= whole.count(b"data: ") // 2 + 1
+    assert took >= 0.1  # ~10 tokens at 50/s: the cut comes mid-stream, not with the headers
+
+
+def test_think_directive_reasons_unasked(asim, osim):
+    # A reasoning model reasons whether or not it is asked to: Anthropic, a thinking block signed
+    # by this provider; OpenAI, DeepSeek's reasoning_content.
+    msg = aclient(asim).messages.create(model=MODEL_A, max_tokens=200, messages=user("sim:think hi"))
+    assert [b.type for b in msg.content] == ["thinking", "text"]
+    assert msg.content[0].signature == thinking_signature(asim.name, msg.content[0].thinking)
+    plain = aclient(asim).messages.create(model=MODEL_A, max_tokens=200, messages=user("hi"))
+    assert [b.type for b in plain.content] == ["text"]
+    c = oclient(osim).chat.completions.create(model=MODEL_O, messages=user("sim:think hi"))
+    assert c.choices[0].message.model_extra["reasoning_content"].startswith("Simulated reasoning by")
+    assert c.usage.completion_tokens_details.reasoning_tokens > 0
