@@ -10,7 +10,7 @@ from typing import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from cascade_extproc.metrics import Metrics
+from cascade_extproc.metering.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from cascade_extproc.config import Config
 from cascade_extproc.envoy_config import Addr
 from cascade_extproc.extproc.handler import Runtime, runtime_from
 from cascade_extproc.extproc.servicer import ExternalProcessor
-from cascade_extproc.ledger import Ledger
-from cascade_extproc.metrics import Metrics
+from cascade_extproc.metering.ledger import Ledger
+from cascade_extproc.metering.metrics import Metrics
 from cascade_extproc.relay import Relay
 from cascade_extproc.reload import ConfigWatcher
 

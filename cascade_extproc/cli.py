@@ -23,7 +23,7 @@ def _load(path: str | None) -> config_mod.Config:
 
 
 def _setup_logging(cfg: config_mod.Config) -> None:
-    from cascade_extproc import logs
+    from cascade_extproc.metering import logs
     from cascade_extproc.types import Api
 
     keys = [cfg.providers.for_api(api).draft.api_key() or "" for api in Api]

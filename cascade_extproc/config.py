@@ -243,7 +243,7 @@ def _check(cfg: Config) -> None:
         raise ConfigError("limits.max_body_bytes", "must be >= 1024")
     if cfg.limits.envoy_max_heap_bytes < 4 * cfg.limits.max_body_bytes:
         raise ConfigError("limits.envoy_max_heap_bytes", "must hold at least 4 bodies of limits.max_body_bytes")
-    from cascade_extproc.pricing import PriceTable
+    from cascade_extproc.metering.prices import PriceTable
     from cascade_extproc.routing.features import compile_keywords
 
     RuleSet.from_config(cfg.router.rules)

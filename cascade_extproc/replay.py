@@ -19,7 +19,7 @@ from typing import Any, Iterable, TextIO
 
 from cascade_extproc import codecs
 from cascade_extproc.config import Config
-from cascade_extproc.pricing import PriceTable
+from cascade_extproc.metering.prices import PriceTable
 from cascade_extproc.routing.router import Router
 from cascade_extproc.transcripts import RecordedCall
 from cascade_extproc.types import Api, Route, Usage

@@ -19,8 +19,8 @@ from cascade_extproc.extproc import mutations
 from cascade_extproc.extproc.response import ResponseSide
 from cascade_extproc.headers import (API_HEADER, CLIENT_PATHS, DEFAULT_ANTHROPIC_VERSION, PATH_HEADER,
                                      PROVIDER_PATHS, REQUEST_ATTRIBUTES)
-from cascade_extproc.ledger import Ledger, RequestRecord
-from cascade_extproc.pricing import PriceTable, request_costs
+from cascade_extproc.metering.ledger import Ledger, RequestRecord
+from cascade_extproc.metering.prices import PriceTable, request_costs
 from cascade_extproc.providers import HttpProvider, ProviderError
 from cascade_extproc.relay import Relay
 from cascade_extproc.routing.router import Router

@@ -10,7 +10,7 @@ from cascade_extproc._proto import external_processor_pb2 as ep
 from cascade_extproc._proto import external_processor_pb2_grpc as ep_grpc
 from cascade_extproc.extproc import mutations
 from cascade_extproc.extproc.handler import Exchange, Runtime, headers_from
-from cascade_extproc.ledger import Ledger
+from cascade_extproc.metering.ledger import Ledger
 
 
 class ExternalProcessor(ep_grpc.ExternalProcessorServicer):

@@ -15,7 +15,7 @@ and the verify's fresh input outweigh the output saved: the cascade must not be 
 from __future__ import annotations
 
 from cascade_extproc.config import Economics
-from cascade_extproc.pricing import PER_TOKEN, Price
+from cascade_extproc.metering.prices import PER_TOKEN, Price
 
 
 def cascade_saving(context_tokens: int, last_turn_tokens: int, strong: Price, draft: Price,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from cascade_extproc.config import ConfigError, Economics
-from cascade_extproc.pricing import Price, PriceTable
+from cascade_extproc.metering.prices import Price, PriceTable
 from cascade_extproc.routing.economics import cascade_saving
 from cascade_extproc.types import Api, Request
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from cascade_extproc.config import Config
-from cascade_extproc.pricing import PriceTable
+from cascade_extproc.metering.prices import PriceTable
 from cascade_extproc.routing.features import Context, compile_keywords, extract
 from cascade_extproc.routing.rules import RuleSet
 from cascade_extproc.types import Api, Decision, Request

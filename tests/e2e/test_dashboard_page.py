@@ -13,7 +13,7 @@ from aiohttp import web
 
 from browser import parse_dashboard, render, require_chromium
 from cascade_extproc import admin
-from cascade_extproc.metrics import Metrics
+from cascade_extproc.metering.metrics import Metrics
 
 DATA = {
     "generated_at": 1764340000.0, "mode": "active",

@@ -8,7 +8,7 @@ import math
 from aiohttp.test_utils import TestClient, TestServer
 
 from cascade_extproc import admin
-from cascade_extproc.metrics import Metrics
+from cascade_extproc.metering.metrics import Metrics
 
 DATA = {"generated_at": 1764340000.0, "mode": "active",
         "totals": {"requests": 1, "by_path": {"direct": 1}, "draft_use_rate": 0.0,
@@ -83,8 +83,8 @@ def test_dashboard_data_failure_is_a_500_json_error():
 def test_model_labels_are_bounded():
     from prometheus_client import generate_latest
 
-    from cascade_extproc.ledger import MAX_MODEL_LABELS, Ledger, RequestRecord
-    from cascade_extproc.metrics import Metrics
+    from cascade_extproc.metering.ledger import MAX_MODEL_LABELS, Ledger, RequestRecord
+    from cascade_extproc.metering.metrics import Metrics
 
     ledger = Ledger(Metrics())
     for i in range(MAX_MODEL_LABELS + 50):
@@ -100,8 +100,8 @@ def test_a_broken_answer_is_an_error_not_a_fallback(caplog):
     log line says error (with the status), and it is not counted as a fallback."""
     import logging
 
-    from cascade_extproc.ledger import Ledger, RequestRecord
-    from cascade_extproc.metrics import Metrics
+    from cascade_extproc.metering.ledger import Ledger, RequestRecord
+    from cascade_extproc.metering.metrics import Metrics
 
     ledger = Ledger(Metrics())
     with caplog.at_level(logging.INFO, logger="cascade_extproc.requests"):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cascade_extproc.metrics import Metrics
+from cascade_extproc.metering.metrics import Metrics
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "k8s" / "grafana" / "cascade-extproc-dashboard.json"
 

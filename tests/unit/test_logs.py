@@ -1,4 +1,4 @@
-"""cascade_extproc/logs.py: no secret reaches stderr, whatever part of a record carries it: the
+"""cascade_extproc/metering/logs.py: no secret reaches stderr, whatever part of a record carries it: the
 message and its arguments, an exception's traceback (its message and its chained causes), or a
 stack_info dump; on both handlers (plain text lines and the JSON request lines)."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from cascade_extproc import logs
+from cascade_extproc.metering import logs
 
 # A configured draft key (any shape: it is redacted because it is configured), and keys of the
 # shapes redacted whatever the configuration.

@@ -3,7 +3,7 @@ import pytest
 
 from cascade_extproc import config
 from cascade_extproc.config import ConfigError, Economics
-from cascade_extproc.pricing import Price, PriceTable
+from cascade_extproc.metering.prices import Price, PriceTable
 from cascade_extproc.routing.economics import cascade_saving
 from cascade_extproc.types import Usage
 

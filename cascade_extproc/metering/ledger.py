@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from cascade_extproc.metrics import Metrics
+from cascade_extproc.metering.metrics import Metrics
 from cascade_extproc.types import Usage
 
 log = logging.getLogger("cascade_extproc.requests")
