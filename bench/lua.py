@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lupa import luajit21  # noqa: E402
 
-from cascade_extproc.envoy_config import lua_source  # noqa: E402
+from cascade_extproc.deploy.envoy_config import lua_source  # noqa: E402
 
 FILLER = "def handler(event):\n    return process(event) * 2\n" * 8
 
@@ -87,9 +87,10 @@ def in_envoy(repeat: int) -> None:
     from overhead import Upstream, body, cpu_s, measure
     from stack import LoopThread, free_port
 
-    from cascade_extproc import config, envoy_config
-    from cascade_extproc.envoy_config import Addr
-    from cascade_extproc.envoy_proc import EnvoyProcess
+    from cascade_extproc import config
+    from cascade_extproc.deploy import envoy_config
+    from cascade_extproc.deploy.envoy_config import Addr
+    from cascade_extproc.deploy.envoy_proc import EnvoyProcess
 
     loop = LoopThread()
     up = Upstream()

@@ -15,7 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from cascade_extproc import admin
 from cascade_extproc._proto import external_processor_pb2_grpc as ep_grpc
 from cascade_extproc.config import Config
-from cascade_extproc.envoy_config import Addr
+from cascade_extproc.deploy.envoy_config import Addr
 from cascade_extproc.extproc.handler import Runtime, runtime_from
 from cascade_extproc.extproc.servicer import ExternalProcessor
 from cascade_extproc.metering.ledger import Ledger

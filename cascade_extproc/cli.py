@@ -40,7 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from cascade_extproc.stack import up
+    from cascade_extproc.deploy.stack import up
 
     cfg = _load(args.config)
     _setup_logging(cfg)
@@ -132,8 +132,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_envoy_config(args: argparse.Namespace) -> int:
-    from cascade_extproc import envoy_config
-    from cascade_extproc.envoy_config import Addr
+    from cascade_extproc.deploy import envoy_config
+    from cascade_extproc.deploy.envoy_config import Addr
 
     cfg = _load(args.config)
     transparent = None
@@ -164,7 +164,7 @@ _BlockDumper.add_representer(str, lambda dumper, s: dumper.represent_scalar(
 
 
 def cmd_gen_certs(args: argparse.Namespace) -> int:
-    from cascade_extproc import certs
+    from cascade_extproc.deploy import certs
 
     hosts = [h for h in args.hosts.split(",") if h.strip()]
     try:

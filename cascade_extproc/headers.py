@@ -31,7 +31,7 @@ ROUTE_KEY = "route"
 RELAY_ROUTE = "relay"
 TICKET_KEY = "ticket"
 # Set ("1") when the server asked an OpenAI stream's provider for the usage chunk the client did
-# not ask for (to meter it): Envoy's usage filter (lua/usage_chunk.lua) drops that chunk on the
+# not ask for (to meter it): Envoy's usage filter (deploy/lua/usage_chunk.lua) drops that chunk on the
 # way to the client, even when the server has died mid-stream.
 USAGE_INJECTED_KEY = "usage_injected"
 

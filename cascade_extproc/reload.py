@@ -19,7 +19,7 @@ import yaml
 
 from cascade_extproc import config
 from cascade_extproc.config import Config, ConfigError
-from cascade_extproc.envoy_config import keys_needing_restart
+from cascade_extproc.deploy.envoy_config import keys_needing_restart
 from cascade_extproc.metering.metrics import Metrics
 
 log = logging.getLogger("cascade_extproc.reload")

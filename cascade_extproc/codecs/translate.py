@@ -3,7 +3,7 @@
 Used where a provider's answer passes on its way to the client: whole (JSON) or chunk by chunk
 (SSE). We take the usage from it (metering), may keep the whole answer (shadow comparisons), and
 may rewrite it: into the client's API, without the draft's reasoning. (The usage chunk asked for
-on an OpenAI client's behalf is dropped by Envoy itself: cascade_extproc/lua/usage_chunk.lua.)
+on an OpenAI client's behalf is dropped by Envoy itself: cascade_extproc/deploy/lua/usage_chunk.lua.)
 """
 from __future__ import annotations
 

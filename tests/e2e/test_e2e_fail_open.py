@@ -1,5 +1,5 @@
 """Never worse than not being there, with the server gone: what Envoy's own Lua filters
-(cascade_extproc/lua/) do when ext_proc fails open, through a real Envoy.
+(cascade_extproc/deploy/lua/) do when ext_proc fails open, through a real Envoy.
 
 - fail_open.lua: with thinking on, a tool loop whose last assistant turn the draft answered
   (a tool call without the strong model's signed thinking) is refused by the provider; with the

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from cascade_extproc.envoy_proc import envoy_binary
+from cascade_extproc.deploy.envoy_proc import envoy_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY_UID = 101  # the official Envoy image's user

@@ -3,7 +3,7 @@ filter's one message is the body, with the request headers the server reads as a
 import json
 
 from cascade_extproc._proto import external_processor_pb2 as ep
-from cascade_extproc.envoy_config import EXT_PROC
+from cascade_extproc.deploy.envoy_config import EXT_PROC
 from cascade_extproc.headers import REQUEST_ATTRIBUTES
 
 

@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from cascade_extproc import certs, cli
+from cascade_extproc import cli
+from cascade_extproc.deploy import certs
 
 HOSTS = ["api.anthropic.com", "api.openai.com"]
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cascade_extproc import cli, config, envoy_config
-from cascade_extproc.envoy_config import Addr
-from cascade_extproc.envoy_proc import envoy_binary
+from cascade_extproc import cli, config
+from cascade_extproc.deploy import envoy_config
+from cascade_extproc.deploy.envoy_config import Addr
+from cascade_extproc.deploy.envoy_proc import envoy_binary
 from cascade_extproc.headers import CLIENT_CREDENTIALS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -188,7 +189,7 @@ def test_health_listener_is_dual_stack_and_exposes_only_ready_and_prometheus_sta
     import urllib.error
     import urllib.request
 
-    from cascade_extproc.envoy_proc import EnvoyProcess
+    from cascade_extproc.deploy.envoy_proc import EnvoyProcess
 
     monkeypatch.setenv("CASCADE_DRAFT_API_KEY", "")
     port = free_port()
@@ -248,7 +249,7 @@ def test_no_listener_shares_its_port(tmp_path):
     """Envoy enables SO_REUSEPORT on listeners by default: a second Envoy (say, one left running
     by a killed `up`) would bind the same port and share its connections. Every listener opts
     out, so a taken port is an error at bind."""
-    from cascade_extproc.envoy_config import TransparentConfig
+    from cascade_extproc.deploy.envoy_config import TransparentConfig
 
     boot = envoy_config.build(config.load(), listen=Addr("127.0.0.1", 1), grpc=Addr("127.0.0.1", 2),
                               admin=Addr.parse(f"unix:{tmp_path}/admin.sock"), health=Addr("127.0.0.1", 4),

@@ -5,9 +5,10 @@ import subprocess
 import pytest
 import yaml
 
-from cascade_extproc import certs, cli, config, envoy_config
-from cascade_extproc.envoy_config import EXT_PROC, Addr, TransparentConfig
-from cascade_extproc.envoy_proc import envoy_binary
+from cascade_extproc import cli, config
+from cascade_extproc.deploy import certs, envoy_config
+from cascade_extproc.deploy.envoy_config import EXT_PROC, Addr, TransparentConfig
+from cascade_extproc.deploy.envoy_proc import envoy_binary
 from cascade_extproc.headers import API_HEADER, INTERNAL_HEADERS, PATH_HEADER, PROVIDER_PATHS, TICKET_HEADER
 from cascade_extproc.types import Api
 

@@ -237,7 +237,7 @@ def test_the_command_is_documented(doc):
 
 
 def test_envoy_validates_the_k8s_bootstrap():
-    from cascade_extproc.envoy_proc import envoy_binary
+    from cascade_extproc.deploy.envoy_proc import envoy_binary
 
     out = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(K8S / "base" / "envoy.yaml")],
                          capture_output=True, text=True, timeout=60)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cascade_extproc import certs, cli
+from cascade_extproc import cli
+from cascade_extproc.deploy import certs
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPONENT = ROOT / "k8s" / "components" / "transparent"
@@ -52,7 +53,7 @@ def test_the_command_is_documented(doc):
 
 def test_envoy_validates_it(tmp_path):
     """With real certificates where the pod has them (the path rewritten to a temporary one)."""
-    from cascade_extproc.envoy_proc import envoy_binary
+    from cascade_extproc.deploy.envoy_proc import envoy_binary
 
     (tmp_path / "system.pem").write_text("")
     certs.generate(tmp_path / "c", ["api.anthropic.com", "api.openai.com"], system_bundle_path=tmp_path / "system.pem")

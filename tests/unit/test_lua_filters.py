@@ -1,4 +1,4 @@
-"""Envoy's Lua filters (cascade_extproc/lua/), run in LuaJIT as Envoy runs them (lupa), each
+"""Envoy's Lua filters (cascade_extproc/deploy/lua/), run in LuaJIT as Envoy runs them (lupa), each
 against a Python reference of its rule and a tiny fake of the Envoy stream handle.
 
 fail_open.lua: with the server down, a request whose final assistant turn calls a tool without
@@ -14,7 +14,7 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from cascade_extproc.envoy_config import lua_source
+from cascade_extproc.deploy.envoy_config import lua_source
 
 try:
     from lupa import luajit21 as lupa_rt  # what Envoy embeds

@@ -175,7 +175,7 @@ LUA_DIR = Path(__file__).with_name("lua")
 
 
 def lua_source(name: str) -> str:
-    """A Lua filter's code: the JSON scanner, then the filter's own file (cascade_extproc/lua/).
+    """A Lua filter's code: the JSON scanner, then the filter's own file (cascade_extproc/deploy/lua/).
     Inline in the bootstrap, so it needs no file beside it (the Kubernetes ConfigMap)."""
     return (LUA_DIR / "json_scan.lua").read_text() + "\n" + (LUA_DIR / f"{name}.lua").read_text()
 
