@@ -93,7 +93,7 @@ def _route_lines(lines, router, api) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     import os
 
-    from cascade_extproc import replay, transcripts
+    from cascade_extproc.offline import replay, transcripts
 
     cfg = _load(args.config)
     try:

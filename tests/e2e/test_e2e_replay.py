@@ -2,7 +2,7 @@
 import json
 
 from cascade_extproc import cli
-from cascade_extproc.transcripts import RecordedCall, RecordedUsage, write_jsonl
+from cascade_extproc.offline.transcripts import RecordedCall, RecordedUsage, write_jsonl
 
 USAGE = RecordedUsage(10, 200, 5000, 100)
 

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from cascade_extproc import cli, config, replay
-from cascade_extproc.transcripts import RecordedCall, RecordedUsage, write_jsonl
+from cascade_extproc import cli, config
+from cascade_extproc.offline import replay
+from cascade_extproc.offline.transcripts import RecordedCall, RecordedUsage, write_jsonl
 from cascade_extproc.types import Route, Usage
 
 CFG = config.load()

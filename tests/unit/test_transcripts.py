@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cascade_extproc.transcripts import (
+from cascade_extproc.offline.transcripts import (
     RecordedCall, RecordedUsage, load, load_with_stats, read_jsonl, write_jsonl,
 )
 
