@@ -21,7 +21,7 @@ import openai
 import pytest
 
 from cascade_extproc.sim import Latency
-from cascade_extproc.sim_validate import thinking_signature
+from cascade_extproc.sim.validate import thinking_signature
 from stack import CLIENT_KEY, Stack
 
 DISABLED = b'{"type":"disabled"}'

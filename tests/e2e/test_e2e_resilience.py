@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from claude_code import request as claude_code_request
-from cascade_extproc.sim_validate import thinking_signature
+from cascade_extproc.sim.validate import thinking_signature
 from stack import CLIENT_KEY, DRAFT_MODELS, Stack, key_of
 
 APIS = ("anthropic", "openai")

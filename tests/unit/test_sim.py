@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from cascade_extproc.sim import Latency, SimProvider
-from cascade_extproc.sim_validate import redacted_prefix, thinking_signature
+from cascade_extproc.sim.validate import redacted_prefix, thinking_signature
 
 MODEL_A = "claude-sim-haiku"
 MODEL_O = "gpt-sim-mini"

@@ -1,4 +1,4 @@
-"""Request validation for the simulated providers in sim.py (a SIMULATION: no model runs here).
+"""Request validation for the simulated providers (a SIMULATION: no model runs here).
 
 The subset of the real APIs' checks that a sidecar rewriting requests can get wrong, with the
 real APIs' wording: field shapes, extended-thinking rules, thinking signatures, and tool
@@ -8,8 +8,8 @@ Signatures: a thinking block's signature is only valid at the provider that issu
 signs as `sim-sig-<name>-<16 hex of sha256(name + thinking text)>` and redacted thinking data
 starts with `sim-redacted-<name>-`, where <name> is the SimProvider's name ("sim" if empty).
 
-Imports nothing from the rest of cascade_extproc, like sim.py: it is written against the public
-wire formats, so it independently checks our codecs.
+Imports nothing from the rest of cascade_extproc, like the whole sim package: it is written
+against the public wire formats, so it independently checks our codecs.
 """
 from __future__ import annotations
 
