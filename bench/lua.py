@@ -89,7 +89,7 @@ def in_envoy(repeat: int) -> None:
 
     from cascade_extproc import config
     from cascade_extproc.deploy import envoy_config
-    from cascade_extproc.deploy.envoy_config import Addr
+    from cascade_extproc.config import Addr
     from cascade_extproc.deploy.envoy_proc import EnvoyProcess
 
     loop = LoopThread()

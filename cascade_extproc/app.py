@@ -1,4 +1,7 @@
-"""Composition root: builds the servers from a Config and runs their lifecycle."""
+"""Composition root: builds the runtime and the servers from a Config and runs their lifecycle.
+
+A config is valid when a runtime can be built from it: load_config and parse_config (what the
+command line and the reload watcher use) check the schema (config.py), then compile the rest."""
 from __future__ import annotations
 
 import asyncio
@@ -6,28 +9,75 @@ import logging
 import os
 import signal
 import socket
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import aiohttp
 import grpc
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from cascade_extproc import admin
+from cascade_extproc import admin, config
 from cascade_extproc._proto import external_processor_pb2_grpc as ep_grpc
-from cascade_extproc.config import Config
-from cascade_extproc.deploy.envoy_config import Addr
-from cascade_extproc.extproc.handler import Runtime, runtime_from
+from cascade_extproc.config import Addr, Config
 from cascade_extproc.extproc.servicer import ExternalProcessor
 from cascade_extproc.metering.ledger import Ledger
 from cascade_extproc.metering.metrics import Metrics
+from cascade_extproc.metering.prices import PriceTable
+from cascade_extproc.providers import HttpProvider
 from cascade_extproc.relay import Relay
 from cascade_extproc.reload import ConfigWatcher
+from cascade_extproc.routing.router import Router
+from cascade_extproc.types import Api
 
 log = logging.getLogger("cascade_extproc")
 EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
-
-
 SOCKET_MODE = 0o660
+
+
+@dataclass
+class Runtime:
+    """Everything built from one Config; replaced whole when the config changes."""
+
+    cfg: Config
+    router: Router
+    prices: PriceTable
+    providers: dict[tuple[Api, str], HttpProvider]  # (client api, "draft" | "strong")
+    relay: Relay = field(default_factory=Relay)
+    shadow_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
+    cascade_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
+
+
+def runtime_from(cfg: Config, session: aiohttp.ClientSession | None, relay: Relay | None = None,
+                 make_provider: Callable = HttpProvider) -> Runtime:
+    """Compile `cfg` (rules, keywords, prices: ConfigError naming the key) and wire the providers.
+    No I/O: the providers use `session` only when called."""
+    providers = {}
+    for api in Api:
+        pair = cfg.providers.for_api(api)
+        for role in ("draft", "strong"):
+            prov = getattr(pair, role)
+            providers[(api, role)] = make_provider(prov.api(api), prov.base_url, session)
+    router = Router.from_config(cfg)
+    return Runtime(cfg=cfg, router=router, prices=router.ctx.prices or PriceTable([]), providers=providers,
+                   relay=relay if relay is not None else Relay(),
+                   shadow_slots=asyncio.Semaphore(cfg.shadow.max_concurrent),
+                   cascade_slots=asyncio.Semaphore(cfg.cascade.max_concurrent))
+
+
+def parse_config(data: Any) -> Config:
+    """config.parse, then a runtime built from the result: a ConfigError, naming the key, for
+    anything the server could not run with."""
+    cfg = config.parse(data)
+    runtime_from(cfg, None)
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """config.load (the file at `path`, or the defaults alone), checked as parse_config checks."""
+    cfg = config.load(path)
+    runtime_from(cfg, None)
+    return cfg
 
 
 def listening_socket(addr: Addr) -> socket.socket:
@@ -119,8 +169,8 @@ class App:
         await web.SockSite(self._admin, sock).start()
         self.admin_port = sock.getsockname()[1]  # the real port when 0 was asked
         if self.config_path:
-            watcher = ConfigWatcher(self.config_path, self.apply, self.metrics, cfg.reload_interval_s,
-                                    current=lambda: self.cfg)
+            watcher = ConfigWatcher(self.config_path, parse_config, self.apply, self.metrics,
+                                    cfg.reload_interval_s, current=lambda: self.cfg)
             self._watcher = asyncio.get_running_loop().create_task(watcher.run())
         self._ready = True
         log.info("ext_proc gRPC on %s, admin on http://%s:%d",

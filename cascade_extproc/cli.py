@@ -15,8 +15,10 @@ from cascade_extproc.config import ConfigError
 
 
 def _load(path: str | None) -> config_mod.Config:
+    from cascade_extproc.app import load_config  # a config is valid when a runtime can be built from it
+
     try:
-        return config_mod.load(path)
+        return load_config(path)
     except ConfigError as exc:
         print(f"cascade-extproc: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -133,8 +135,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 def cmd_envoy_config(args: argparse.Namespace) -> int:
     from cascade_extproc.deploy import envoy_config
-    from cascade_extproc.deploy.envoy_config import Addr
-
+    from cascade_extproc.config import Addr
     cfg = _load(args.config)
     transparent = None
     try:

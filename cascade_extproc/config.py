@@ -1,4 +1,9 @@
-"""Typed configuration: defaults, loading from YAML, validation that names the bad key."""
+"""Typed configuration: defaults, loading from YAML, validation that names the bad key.
+
+A leaf: the schema and its loading, nothing of ours but types. What compiles a section (the
+router's rules, the price table) imports this module, never the other way round; a config is
+valid when a runtime can be built from it (app.load_config).
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -22,6 +27,37 @@ class ConfigError(ValueError):
     def __init__(self, key: str, message: str):
         super().__init__(f"config key {key!r}: {message}")
         self.key = key
+
+
+@dataclass(frozen=True)
+class Addr:
+    """Where something listens (the `listen` keys): HOST:PORT, or unix:/path."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Addr":
+        """HOST:PORT, or unix:/path for a Unix socket (Envoy ↔ server: no TCP stack on the way)."""
+        if text.startswith("unix:"):
+            if len(text) <= len("unix:"):
+                raise ValueError(f"expected unix:/path, got {text!r}")
+            return cls(text, 0)
+        host, _, port = text.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"expected HOST:PORT or unix:/path, got {text!r}")
+        return cls(host.strip("[]"), int(port))
+
+    @property
+    def is_unix(self) -> bool:
+        return self.host.startswith("unix:")
+
+    def __str__(self) -> str:
+        return self.host if self.is_unix else f"{self.host}:{self.port}"
+
+    @property
+    def path(self) -> str:
+        return self.host[len("unix:"):]
 
 
 @dataclass(frozen=True)
@@ -203,8 +239,8 @@ def _join(prefix: str, name: str) -> str:
 
 
 def _check(cfg: Config) -> None:
-    from cascade_extproc.routing.rules import RuleSet  # each part validates its own section
-
+    """What the schema alone can tell. The sections that compile (router rules and keywords, the
+    price table) are checked by compiling them, where the runtime is built (app.py)."""
     for api in Api:
         pair = cfg.providers.for_api(api)
         for role in ("strong", "draft"):
@@ -243,12 +279,6 @@ def _check(cfg: Config) -> None:
         raise ConfigError("limits.max_body_bytes", "must be >= 1024")
     if cfg.limits.envoy_max_heap_bytes < 4 * cfg.limits.max_body_bytes:
         raise ConfigError("limits.envoy_max_heap_bytes", "must hold at least 4 bodies of limits.max_body_bytes")
-    from cascade_extproc.metering.prices import PriceTable
-    from cascade_extproc.routing.features import compile_keywords
-
-    RuleSet.from_config(cfg.router.rules)
-    compile_keywords(cfg.router.keywords)
-    PriceTable.from_config(cfg.pricing.models)
     eco = cfg.router.economics
     if not 0 <= eco.accept_rate <= 1:
         raise ConfigError("router.economics.accept_rate", "a share between 0 and 1")
@@ -258,7 +288,8 @@ def _check(cfg: Config) -> None:
 
 
 def parse(data: Any) -> Config:
-    """Validate user config data (merged over the defaults) into a Config."""
+    """Validate user config data (merged over the defaults) into a Config, as far as the schema
+    tells: app.parse_config also compiles what compiles."""
     defaults = yaml.safe_load(DEFAULTS_FILE.read_text())
     if data is None:
         data = {}

@@ -13,11 +13,10 @@ import asyncio
 import hashlib
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import yaml
 
-from cascade_extproc import config
 from cascade_extproc.config import Config, ConfigError
 from cascade_extproc.deploy.envoy_config import keys_needing_restart
 from cascade_extproc.metering.metrics import Metrics
@@ -26,9 +25,10 @@ log = logging.getLogger("cascade_extproc.reload")
 
 
 class ConfigWatcher:
-    def __init__(self, path: str | Path, apply: Callable[[Config], None], metrics: Metrics,
-                 interval_s: float = 2.0, current: Callable[[], Config] | None = None):
+    def __init__(self, path: str | Path, parse: Callable[[Any], Config], apply: Callable[[Config], None],
+                 metrics: Metrics, interval_s: float = 2.0, current: Callable[[], Config] | None = None):
         self.path = Path(path)
+        self.parse = parse  # the file's data → a Config, or ConfigError (app.parse_config builds a runtime)
         self.apply = apply
         self.current = current  # the config in use, to refuse what a reload cannot change
         self.metrics = metrics
@@ -48,7 +48,7 @@ class ConfigWatcher:
             return None  # unchanged, or mid-swap: try again next time
         self._digest = digest
         try:
-            cfg = config.parse(yaml.safe_load(self.path.read_text()))
+            cfg = self.parse(yaml.safe_load(self.path.read_text()))
         except (ConfigError, yaml.YAMLError, OSError) as exc:
             self.metrics.config_reloads.labels("error").inc()
             log.error("config reload rejected, keeping the last good config: %s", exc)

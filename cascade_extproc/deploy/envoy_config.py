@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from cascade_extproc.config import Config, ProviderConfig
+from cascade_extproc.config import Addr, Config, ProviderConfig
 from cascade_extproc.headers import (API_HEADER, API_PATH, CLIENT_CREDENTIALS, CLIENT_PATHS, INTERNAL_HEADERS,
                                      METADATA_NAMESPACE, PATH_HEADER, PROVIDER_PATHS, RELAY_PATH, RELAY_ROUTE,
                                      REQUEST_ATTRIBUTES, ROUTE_KEY, TICKET_HEADER, TICKET_KEY)
@@ -30,42 +30,15 @@ DNS_REFRESH = "60s"
 CONNECTION_BUFFER = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class Addr:
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> "Addr":
-        """HOST:PORT, or unix:/path for a Unix socket (Envoy ↔ server: no TCP stack on the way)."""
-        if text.startswith("unix:"):
-            if len(text) <= len("unix:"):
-                raise ValueError(f"expected unix:/path, got {text!r}")
-            return cls(text, 0)
-        host, _, port = text.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"expected HOST:PORT or unix:/path, got {text!r}")
-        return cls(host.strip("[]"), int(port))
-
-    @property
-    def is_unix(self) -> bool:
-        return self.host.startswith("unix:")
-
-    def __str__(self) -> str:
-        return self.host if self.is_unix else f"{self.host}:{self.port}"
-
-    @property
-    def path(self) -> str:
-        return self.host[len("unix:"):]
-
-    def socket(self, mode: int | None = None) -> dict[str, Any]:
-        """`mode`: a listening Unix socket's permissions (who in the pod may connect)."""
-        if self.is_unix:
-            return {"pipe": {"path": self.path, **({"mode": mode} if mode is not None else {})}}
-        address: dict[str, Any] = {"address": self.host, "port_value": self.port}
-        if self.host == "::":  # dual stack: IPv6 and IPv4 clients (probes reach the pod's address)
-            address["ipv4_compat"] = True
-        return {"socket_address": address}
+def socket_address(addr: Addr, mode: int | None = None) -> dict[str, Any]:
+    """An address as Envoy writes it. `mode`: a listening Unix socket's permissions (who in the pod
+    may connect)."""
+    if addr.is_unix:
+        return {"pipe": {"path": addr.path, **({"mode": mode} if mode is not None else {})}}
+    address: dict[str, Any] = {"address": addr.host, "port_value": addr.port}
+    if addr.host == "::":  # dual stack: IPv6 and IPv4 clients (probes reach the pod's address)
+        address["ipv4_compat"] = True
+    return {"socket_address": address}
 
 
 def _upstream(name: str, provider: ProviderConfig, ca: str = SYSTEM_CA) -> dict[str, Any]:
@@ -89,7 +62,7 @@ def _upstream(name: str, provider: ProviderConfig, ca: str = SYSTEM_CA) -> dict[
                 "dns_resolver_options": {"no_default_search_domain": True}}}}},
         "connect_timeout": "10s",
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": Addr(host, port).socket()}}]}]},
+            {"endpoint": {"address": socket_address(Addr(host, port))}}]}]},
     }
     if tls:
         san_type = "IP_ADDRESS" if _is_ip(host) else "DNS"
@@ -325,7 +298,7 @@ def _listener(cfg: Config, listen: Addr) -> dict[str, Any]:
     hcm["local_reply_config"] = local_reply_config()
     return {
         "name": "llm",
-        "address": listen.socket(),
+        "address": socket_address(listen),
         # Envoy's default (SO_REUSEPORT) lets a second Envoy bind the same port and take a share
         # of its connections: a stale one must make the bind fail instead.
         "enable_reuse_port": False,
@@ -418,7 +391,7 @@ def _transparent_listener(cfg: Config, t: TransparentConfig) -> tuple[dict[str, 
         })
     listener = {
         "name": "transparent",
-        "address": t.listen[0].socket(),
+        "address": socket_address(t.listen[0]),
         "enable_reuse_port": False,  # as on the base-URL listener
         # Pass-through connections (every other HTTPS of the app) must not each buffer 64 MiB for
         # a slow reader: the model routes carry their own, larger, request limit.
@@ -438,7 +411,7 @@ def _transparent_listener(cfg: Config, t: TransparentConfig) -> tuple[dict[str, 
                                  "filters": [_tcp_proxy("passthrough", "transparent_passthrough")]},
     }
     if len(t.listen) > 1:
-        listener["additional_addresses"] = [{"address": a.socket()} for a in t.listen[1:]]
+        listener["additional_addresses"] = [{"address": socket_address(a)} for a in t.listen[1:]]
     clusters = [
         {"name": "transparent_passthrough", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED",
          "connect_timeout": "10s"},
@@ -488,7 +461,7 @@ def _health_listener(health: Addr, admin: Addr) -> tuple[dict[str, Any], dict[st
     logging, config_dump) reachable by anyone."""
     cluster = {"name": "envoy_admin", "type": "STATIC", "connect_timeout": "1s",
                "load_assignment": {"cluster_name": "envoy_admin", "endpoints": [{"lb_endpoints": [
-                   {"endpoint": {"address": admin.socket()}}]}]}}
+                   {"endpoint": {"address": socket_address(admin)}}]}]}}
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "health",
@@ -499,7 +472,7 @@ def _health_listener(health: Addr, admin: Addr) -> tuple[dict[str, Any], dict[st
                "route": {"cluster": "envoy_admin", "timeout": "5s"}} for path in ADMIN_EXPOSED),
             {"match": {"prefix": "/"}, "direct_response": {"status": 404}}]}]},
     }
-    listener = {"name": "health", "address": health.socket(), "enable_reuse_port": False,
+    listener = {"name": "health", "address": socket_address(health), "enable_reuse_port": False,
                 "filter_chains": [{"filters": [
                     {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}
     return listener, cluster
@@ -526,14 +499,14 @@ def build(cfg: Config, *, listen: Addr, grpc: Addr, admin: Addr, health: Addr | 
                     "initial_connection_window_size": 16 * 1024 * 1024}},
             }},
         "load_assignment": {"cluster_name": "extproc", "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": grpc.socket()}}]}]},
+            {"endpoint": {"address": socket_address(grpc)}}]}]},
     }
     relay_cluster = {
         "name": "relay", "type": "STATIC", "connect_timeout": "1s",
         "circuit_breakers": {"thresholds": [{"max_requests": 1 << 16, "max_pending_requests": 1 << 16,
                                              "max_connections": 1 << 16}]},
         "load_assignment": {"cluster_name": "relay", "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": Addr.parse(cfg.listen.relay).socket()}}]}]},
+            {"endpoint": {"address": socket_address(Addr.parse(cfg.listen.relay))}}]}]},
     }
     clusters = [extproc_cluster, relay_cluster]
     ca = upstream_ca or SYSTEM_CA
@@ -551,7 +524,7 @@ def build(cfg: Config, *, listen: Addr, grpc: Addr, admin: Addr, health: Addr | 
     return {
         # On a Unix socket only Envoy's own user may connect (the health listener forwards the
         # two endpoints meant for others).
-        "admin": {"address": admin.socket(mode=0o600)},
+        "admin": {"address": socket_address(admin, mode=0o600)},
         "static_resources": {"listeners": listeners, "clusters": clusters},
         "overload_manager": _overload_manager(cfg.limits.envoy_max_heap_bytes),
     }

@@ -7,8 +7,7 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Protocol
 
 from cascade_extproc import cascade, codecs, verify
 from cascade_extproc._proto import external_processor_pb2 as ep
@@ -36,17 +35,16 @@ STRONG_HEADERS = {
 }
 
 
-@dataclass
-class Runtime:
-    """Everything built from one Config; replaced whole when the config changes."""
+class Runtime(Protocol):
+    """What a request reads from the runtime that app.py builds from a Config (app.Runtime)."""
 
     cfg: Config
     router: Router
     prices: PriceTable
     providers: dict[tuple[Api, str], HttpProvider]  # (client api, "draft" | "strong")
-    relay: Relay = field(default_factory=Relay)
-    shadow_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
-    cascade_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
+    relay: Relay
+    shadow_slots: asyncio.Semaphore
+    cascade_slots: asyncio.Semaphore
 
 
 def api_for(method: str, path: str, captured_api: str = "") -> Api | None:
@@ -426,16 +424,3 @@ def _encode(req: Request, resp: Response) -> tuple[bytes, str]:
         return openai.encode_sse(resp, created, req.wants_usage_chunk), sse.CONTENT_TYPE
     return openai.encode_json(resp, created), codecs.CONTENT_TYPE_JSON
 
-
-def runtime_from(cfg: Config, session, relay: Relay | None = None, make_provider: Callable = HttpProvider) -> Runtime:
-    providers = {}
-    for api in Api:
-        pair = cfg.providers.for_api(api)
-        for role in ("draft", "strong"):
-            prov = getattr(pair, role)
-            providers[(api, role)] = make_provider(prov.api(api), prov.base_url, session)
-    router = Router.from_config(cfg)
-    return Runtime(cfg=cfg, router=router, prices=router.ctx.prices or PriceTable([]), providers=providers,
-                   relay=relay if relay is not None else Relay(),
-                   shadow_slots=asyncio.Semaphore(cfg.shadow.max_concurrent),
-                   cascade_slots=asyncio.Semaphore(cfg.cascade.max_concurrent))

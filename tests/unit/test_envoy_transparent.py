@@ -7,7 +7,8 @@ import yaml
 
 from cascade_extproc import cli, config
 from cascade_extproc.deploy import certs, envoy_config
-from cascade_extproc.deploy.envoy_config import EXT_PROC, Addr, TransparentConfig
+from cascade_extproc.config import Addr
+from cascade_extproc.deploy.envoy_config import EXT_PROC, TransparentConfig
 from cascade_extproc.deploy.envoy_proc import envoy_binary
 from cascade_extproc.headers import API_HEADER, INTERNAL_HEADERS, PATH_HEADER, PROVIDER_PATHS, TICKET_HEADER
 from cascade_extproc.types import Api
@@ -47,7 +48,7 @@ def load(tmp_path, data):
 def test_listener_shape():
     boot = build(transparent=TransparentConfig())
     t = listeners(boot)["transparent"]
-    assert t["address"] == Addr("127.0.0.1", 15443).socket()
+    assert t["address"] == envoy_config.socket_address(Addr("127.0.0.1", 15443))
     # original_dst first (where the app was going), then the SNI.
     assert [f["name"] for f in t["listener_filters"]] == [
         "envoy.filters.listener.original_dst", "envoy.filters.listener.tls_inspector"]
@@ -135,7 +136,7 @@ def test_hosts_override_and_checks(tmp_path):
 
 def test_more_listen_addresses():
     t = listeners(build(transparent=TransparentConfig(listen=(Addr("127.0.0.1", 15443), Addr("::1", 15443)))))
-    assert t["transparent"]["additional_addresses"] == [{"address": Addr("::1", 15443).socket()}]
+    assert t["transparent"]["additional_addresses"] == [{"address": envoy_config.socket_address(Addr("::1", 15443))}]
 
 
 def test_upstream_ca():

@@ -1,7 +1,7 @@
 """The cost model against hand-computed cases, cache reads and writes included."""
 import pytest
 
-from cascade_extproc import config
+from cascade_extproc import app, config
 from cascade_extproc.config import ConfigError, Economics
 from cascade_extproc.metering.prices import Price, PriceTable
 from cascade_extproc.routing.economics import cascade_saving
@@ -76,7 +76,7 @@ def test_openai_models_are_priced_with_cached_input_and_their_cache_writes():
 ])
 def test_bad_price_entries_name_the_key(entry, key):
     with pytest.raises(ConfigError) as err:
-        config.parse({"pricing": {"models": [entry]}})
+        app.parse_config({"pricing": {"models": [entry]}})
     assert err.value.key == key
 
 

@@ -4,7 +4,7 @@ import json
 import pytest
 import yaml
 
-from cascade_extproc import codecs, config
+from cascade_extproc import app, codecs, config
 from cascade_extproc.config import ConfigError
 from cascade_extproc.routing.features import Context, extract
 from cascade_extproc.routing.router import Router
@@ -156,7 +156,7 @@ def test_keyword_classes_and_economics_from_config(tmp_path):
     assert router.decide(r, n).rule == "urgent"
     path.write_text(yaml.safe_dump({"router": {"keywords": {"bad": "("}}}))
     with pytest.raises(ConfigError) as err:
-        config.load(path)
+        app.load_config(path)
     assert err.value.key == "router.keywords.bad"
     path.write_text(yaml.safe_dump({"router": {"economics": {"accept_rate": 2}}}))
     with pytest.raises(ConfigError) as err:
