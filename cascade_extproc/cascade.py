@@ -3,21 +3,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from cascade_extproc import verify
 from cascade_extproc.codecs import anthropic, dumps, openai, provenance, splice
-from cascade_extproc.providers import ProviderError
+from cascade_extproc.providers import Provider, ProviderError
 from cascade_extproc.types import Api, Path, Request, Response
 
 CODECS = {Api.ANTHROPIC: anthropic, Api.OPENAI: openai}
-
-
-class Provider(Protocol):
-    api: Api
-
-    async def complete(self, body: bytes | dict[str, Any], headers: dict[str, str],
-                       timeout_s: float) -> Response: ...
 
 
 class CascadeError(Exception):

@@ -23,7 +23,7 @@ from aiohttp import web
 from cascade_extproc import codecs
 from cascade_extproc.codecs import anthropic, openai, sse
 from cascade_extproc.codecs.translate import ResponsePlan, ResponseTranslator, StreamTap, read_json
-from cascade_extproc.providers import HttpProvider, ProviderError, Upstream
+from cascade_extproc.providers import HttpProvider, ProviderError, ProviderStalled, Upstream
 from cascade_extproc.types import Api, BlockDelta, Path, Request, StreamEnd, StreamError, Usage
 
 log = logging.getLogger("cascade_extproc.skipped")
@@ -70,7 +70,7 @@ async def serve(call: SkipCall, request: web.Request) -> web.StreamResponse:
 
 def _how(exc: ProviderError) -> str:
     """What happened to a stream, in words for the client (no library's class names)."""
-    return "stalled" if exc.reason == "stalled" else "broke off"
+    return "stalled" if isinstance(exc, ProviderStalled) else "broke off"
 
 
 def _reason(exc: ProviderError, who: str = "draft") -> str:

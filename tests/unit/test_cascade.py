@@ -9,7 +9,8 @@ import pytest
 
 from cascade_extproc import cascade, codecs, verify
 from cascade_extproc.codecs import provenance
-from cascade_extproc.providers import ProviderError
+from cascade_extproc.providers import ProviderError, ProviderStatus, ProviderTimeout
+from cascade_extproc.providers.mock import FakeProvider
 from cascade_extproc.types import Api, Block, Path, Request, Response, StopReason
 
 DRAFT_HEADERS = {"x-api-key": "sidecar-draft-key", "anthropic-version": "2023-06-01"}
@@ -19,26 +20,6 @@ STRONG_HEADERS = {"x-api-key": "client-key", "anthropic-version": "2023-06-01"}
 def answer(text: str, model: str) -> Response:
     return Response(id=f"id-{model}", model=model, blocks=[Block("text", text=text)],
                     stop_reason=StopReason.END_TURN)
-
-
-class FakeProvider:
-    """Records every call (the raw bytes and their parse); answers with `reply(body)` or raises."""
-
-    def __init__(self, reply=None, error: Exception | None = None, api: Api = Api.ANTHROPIC):
-        self.api = api
-        self.reply = reply
-        self.error = error
-        self.calls: list[tuple[dict, dict, float]] = []
-        self.raw: list[bytes] = []
-
-    async def complete(self, body, headers, timeout_s):
-        assert isinstance(body, bytes)  # the cascade sends bytes, never a re-serializable dict
-        self.raw.append(body)
-        parsed = json.loads(body)
-        self.calls.append((parsed, dict(headers), timeout_s))
-        if self.error:
-            raise self.error
-        return self.reply(parsed)
 
 
 def nonce_of(body) -> str:
@@ -288,7 +269,7 @@ def test_strong_body_is_the_clients_bytes_when_nothing_needs_fixing():
 
 
 def test_draft_failure_is_stage_draft_and_skips_verify():
-    draft, strong = FakeProvider(error=ProviderError("timeout")), FakeProvider(accepting)
+    draft, strong = FakeProvider(error=ProviderTimeout()), FakeProvider(accepting)
     with pytest.raises(cascade.CascadeError) as info:
         run(anthropic_req(), draft, strong)
     assert info.value.stage == "draft"
@@ -297,7 +278,7 @@ def test_draft_failure_is_stage_draft_and_skips_verify():
 
 
 def test_verify_failure_is_stage_verify():
-    draft, strong = FakeProvider(lambda b: DRAFT), FakeProvider(error=ProviderError("http error", 529))
+    draft, strong = FakeProvider(lambda b: DRAFT), FakeProvider(error=ProviderStatus(529))
     with pytest.raises(cascade.CascadeError) as info:
         run(anthropic_req(), draft, strong)
     assert info.value.stage == "verify"

@@ -1,0 +1,71 @@
+"""The HTTP client maps every failure onto one kind of ProviderError (providers/errors.py), at the
+edge, with the reason and status the metrics and the fallback reasons are made of."""
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import aiohttp
+import pytest
+
+from cascade_extproc.providers import (HttpProvider, ProviderError, ProviderMalformed, ProviderStalled, ProviderStatus,
+                                       ProviderTimeout, ProviderTransport)
+from cascade_extproc.sim import SimProvider
+from cascade_extproc.types import Api
+
+BODY = b'{"model": "m", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}'
+STREAM = BODY[:-1] + b', "stream": true}'
+HEADERS = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
+
+
+def fail(fault, body=BODY, streamed=False, timeout_s=5.0) -> ProviderError:
+    async def main():
+        sim = SimProvider("anthropic")
+        await sim.start()
+        try:
+            if fault:
+                sim.fail_next(fault)
+            async with aiohttp.ClientSession() as session:
+                provider = HttpProvider(Api.ANTHROPIC, sim.url, session)
+                with pytest.raises(ProviderError) as info:
+                    if streamed:
+                        async with provider.open(body, HEADERS, timeout_s) as up:
+                            await up.read()
+                    else:
+                        await provider.complete(body, HEADERS, timeout_s)
+                return info.value
+        finally:
+            await sim.stop()
+    return asyncio.run(main())
+
+
+def test_an_error_status_keeps_the_providers_status_and_message():
+    for streamed in (False, True):
+        err = fail(529, streamed=streamed)
+        assert type(err) is ProviderStatus and (err.reason, err.status) == ("http error", 529)
+        assert err.message == "simulated failure (529)"
+
+
+def test_an_answer_that_is_not_one_is_malformed():
+    err = fail("malformed")
+    assert type(err) is ProviderMalformed and (err.reason, err.status) == ("malformed response", 200)
+
+
+def test_a_quiet_stream_is_stalled_and_no_answer_in_time_a_timeout():
+    assert type(fail("stall", STREAM, streamed=True, timeout_s=0.3)) is ProviderStalled
+    err = fail("stall", BODY, timeout_s=0.3)
+    assert type(err) is ProviderTimeout and err.reason == "timeout"
+
+
+def test_a_failed_connection_is_transport():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+
+    async def main():
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(ProviderError) as info:
+                await HttpProvider(Api.ANTHROPIC, f"http://127.0.0.1:{port}", session).complete(BODY, HEADERS, 5)
+            return info.value
+    err = asyncio.run(main())
+    assert type(err) is ProviderTransport and err.reason == "transport: ClientConnectorError"
