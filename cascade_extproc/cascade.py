@@ -6,12 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from cascade_extproc import verify
-from cascade_extproc.codecs import anthropic, dumps, openai, provenance, splice
+from cascade_extproc.codecs import dumps, for_api, provenance, splice
 from cascade_extproc.providers import Provider, ProviderError
 from cascade_extproc.types import Api, Path, Request, Response
-
-CODECS = {Api.ANTHROPIC: anthropic, Api.OPENAI: openai}
-
 
 class CascadeError(Exception):
     def __init__(self, stage: str, cause: Exception | str, draft: Response | None = None):
@@ -54,9 +51,9 @@ def draft_body(req: Request, draft_api: Api, model: str, stream: bool = False) -
         if req.api is Api.ANTHROPIC and provenance.thinking_on(req.body):
             raw = splice.replace_value(raw, "thinking", provenance.THINKING_OFF)
         return splice.replace_value(raw, "model", model)
-    neutral = CODECS[req.api].decode_request(req.body)
+    neutral = for_api(req.api).decode_request(req.body)
     neutral.model, neutral.stream = model, stream
-    return dumps(CODECS[draft_api].encode_request(neutral))
+    return dumps(for_api(draft_api).encode_request(neutral))
 
 
 def strong_body(req: Request) -> bytes:

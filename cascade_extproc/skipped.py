@@ -21,13 +21,12 @@ from typing import Callable
 from aiohttp import web
 
 from cascade_extproc import codecs
-from cascade_extproc.codecs import anthropic, openai, sse
+from cascade_extproc.codecs import sse
 from cascade_extproc.codecs.translate import ResponsePlan, ResponseTranslator, StreamTap, read_json
 from cascade_extproc.providers import HttpProvider, ProviderError, ProviderStalled, Upstream
 from cascade_extproc.types import Api, BlockDelta, Path, Request, StreamEnd, StreamError, Usage
 
 log = logging.getLogger("cascade_extproc.skipped")
-CODECS = {Api.ANTHROPIC: anthropic, Api.OPENAI: openai}
 
 
 @dataclass
@@ -166,8 +165,7 @@ async def _broken(call: SkipCall, resp: web.StreamResponse, message: str, reason
 
 
 def _error_event(client: Api, include_usage: bool, message: str) -> bytes:
-    enc = anthropic.StreamEncoder() if client is Api.ANTHROPIC else openai.StreamEncoder(0, include_usage)
-    return enc.encode(StreamError(502, message))
+    return codecs.for_api(client).StreamEncoder(0, include_usage).encode(StreamError(502, message))
 
 
 def _client_gone(call: SkipCall, resp: web.StreamResponse | None = None) -> web.StreamResponse:
@@ -201,7 +199,7 @@ async def _from_strong(call: SkipCall, request: web.Request) -> web.StreamRespon
             return await _broken(call, resp, f"the strong provider's stream {_how(exc)}", _reason(exc, "strong"))
         call.status = exc.status or 502
         message = exc.message or f"upstream error: {exc.reason}"
-        return web.Response(status=call.status, body=CODECS[call.req.api].error_body(call.status, message),
+        return web.Response(status=call.status, body=codecs.for_api(call.req.api).error_body(call.status, message),
                             content_type="application/json")
     except ConnectionError:
         return _client_gone(call, resp)

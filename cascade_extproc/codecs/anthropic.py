@@ -6,7 +6,7 @@ import re
 import secrets
 from typing import Any
 
-from cascade_extproc.codecs import CodecError, dumps, positive_int, require
+from cascade_extproc.codecs.base import CodecError, dumps, positive_int, require
 from cascade_extproc.codecs.sse import SseEvent, frame
 from cascade_extproc.codecs.stream import events_of
 from cascade_extproc.types import (Block, BlockDelta, BlockStart, BlockStop, ChatRequest, Message,
@@ -215,7 +215,8 @@ def message_json(r: Response) -> dict[str, Any]:
             "stop_reason": str(r.stop_reason), "stop_sequence": None, "usage": _usage_json(r.usage)}
 
 
-def encode_json(r: Response) -> bytes:
+def encode_json(r: Response, created: int = 0) -> bytes:
+    """`created`: OpenAI's; an Anthropic message has no timestamp (codecs.Codec)."""
     return dumps(message_json(r))
 
 
@@ -272,6 +273,9 @@ class StreamDecoder:
 class StreamEncoder:
     """Neutral events → Anthropic SSE bytes."""
 
+    def __init__(self, created: int = 0, include_usage: bool = False):
+        pass  # OpenAI's (codecs.Codec): an Anthropic stream has no timestamp and always reports usage
+
     def encode(self, ev: StreamEvent) -> bytes:
         if isinstance(ev, StreamStart):
             msg = {"id": ev.id or "msg_" + secrets.token_hex(12), "type": "message", "role": "assistant",
@@ -304,7 +308,7 @@ class StreamEncoder:
                      "error")
 
 
-def encode_sse(r: Response) -> bytes:
+def encode_sse(r: Response, created: int = 0, include_usage: bool = False) -> bytes:
     enc = StreamEncoder()
     return b"".join(enc.encode(e) for e in events_of(r))
 

@@ -5,7 +5,7 @@ import json
 import secrets
 from typing import Any
 
-from cascade_extproc.codecs import CodecError, dumps, positive_int, require
+from cascade_extproc.codecs.base import CodecError, dumps, positive_int, require
 from cascade_extproc.codecs.sse import SseEvent, frame
 from cascade_extproc.codecs.stream import events_of
 from cascade_extproc.types import (Block, BlockDelta, BlockStart, BlockStop, ChatRequest, Message,

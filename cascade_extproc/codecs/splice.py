@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from cascade_extproc.codecs import CodecError
+from cascade_extproc.codecs.base import CodecError
 
 # A JSON string (unrolled loop: fast on long strings) or a bracket.
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.S)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cascade_extproc.codecs import dumps
+from cascade_extproc.codecs.base import dumps
 
 CONTENT_TYPE = "text/event-stream; charset=utf-8"
 

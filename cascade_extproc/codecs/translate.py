@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from cascade_extproc.codecs import CodecError, anthropic, openai
+from cascade_extproc.codecs.base import CodecError
+from cascade_extproc.codecs.registry import for_api
 from cascade_extproc.codecs.sse import SseParser
 from cascade_extproc.codecs.stream import Assembler, StreamFailed
 from cascade_extproc.types import (Api, BlockDelta, BlockStart, BlockStop, Response, StreamEnd,
                                    StreamEvent, StreamStart, Usage)
 
-CODECS = {Api.ANTHROPIC: anthropic, Api.OPENAI: openai}
 _PARSE_ERRORS = (ValueError, KeyError, TypeError, AttributeError, CodecError)
 
 
@@ -42,7 +42,7 @@ class StreamTap:
 
     def __init__(self, api: Api):
         self._parser = SseParser()
-        self._decoder = CODECS[api].StreamDecoder()
+        self._decoder = for_api(api).StreamDecoder()
         self._assembler = Assembler()
         self.usage: Usage | None = None
         self.complete = False  # the stream's own end event arrived
@@ -74,7 +74,7 @@ class StreamTap:
 def read_json(api: Api, body: bytes) -> Response | None:
     """The answer in a JSON body, or None when it is not one."""
     try:
-        return CODECS[api].parse_response(json.loads(body))
+        return for_api(api).parse_response(json.loads(body))
     except _PARSE_ERRORS:
         return None
 
@@ -85,17 +85,14 @@ class ResponseTranslator:
     def __init__(self, plan: ResponsePlan):
         self.plan = plan
         self.tap = StreamTap(plan.upstream)
-        self._encoder = (anthropic.StreamEncoder() if plan.client is Api.ANTHROPIC
-                         else openai.StreamEncoder(plan.created, plan.include_usage))
+        self._encoder = for_api(plan.client).StreamEncoder(plan.created, plan.include_usage)
         self._index: dict[int, int] = {}  # upstream block index -> the client's (reasoning dropped)
         self._dropped: set[int] = set()
 
     def json_body(self, resp: Response) -> bytes:
         if self.plan.strip_thinking:
             resp.blocks = [b for b in resp.blocks if b.type not in REASONING]
-        if self.plan.client is Api.ANTHROPIC:
-            return anthropic.encode_json(resp)
-        return openai.encode_json(resp, self.plan.created)
+        return for_api(self.plan.client).encode_json(resp, self.plan.created)
 
     def stream_chunk(self, chunk: bytes, end: bool = False) -> bytes:
         return self.encode(self.tap.feed(chunk, end))

@@ -11,7 +11,7 @@ from typing import AsyncIterator, Protocol
 
 from cascade_extproc import cascade, codecs, verify
 from cascade_extproc._proto import external_processor_pb2 as ep
-from cascade_extproc.codecs import anthropic, openai, splice, sse
+from cascade_extproc.codecs import splice, sse
 from cascade_extproc.codecs.translate import ResponsePlan
 from cascade_extproc.config import Config
 from cascade_extproc.extproc import mutations
@@ -329,9 +329,8 @@ class Exchange:
         except ProviderError as exc:
             status = exc.status or 502
             self.finish(status)
-            codec = anthropic if req.api is Api.ANTHROPIC else openai
             # The strong provider's own error, in the client's format.
-            yield mutations.immediate(status, codec.error_body(status, exc.message or f"upstream error: {exc.reason}"),
+            yield mutations.immediate(status, codecs.for_api(req.api).error_body(status, exc.message or f"upstream error: {exc.reason}"),
                                       codecs.CONTENT_TYPE_JSON, Path.FALLBACK)
             return
         rec.usage["strong"], rec.served_model = answer.usage, answer.model or req.model
@@ -415,12 +414,8 @@ def _draft_auth(req: Request, draft_api: Api, key: str) -> dict[str, str]:
 
 
 def _encode(req: Request, resp: Response) -> tuple[bytes, str]:
-    if req.api is Api.ANTHROPIC:
-        if req.stream:
-            return anthropic.encode_sse(resp), sse.CONTENT_TYPE
-        return anthropic.encode_json(resp), codecs.CONTENT_TYPE_JSON
-    created = int(time.time())
+    codec, created = codecs.for_api(req.api), int(time.time())
     if req.stream:
-        return openai.encode_sse(resp, created, req.wants_usage_chunk), sse.CONTENT_TYPE
-    return openai.encode_json(resp, created), codecs.CONTENT_TYPE_JSON
+        return codec.encode_sse(resp, created, req.wants_usage_chunk), sse.CONTENT_TYPE
+    return codec.encode_json(resp, created), codecs.CONTENT_TYPE_JSON
 

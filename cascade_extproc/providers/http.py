@@ -9,16 +9,13 @@ from typing import Any, AsyncIterator
 
 import aiohttp
 
-from cascade_extproc.codecs import CodecError, anthropic, dumps, openai
+from cascade_extproc.codecs import CodecError, dumps, for_api
 from cascade_extproc.codecs.sse import SseParser
 from cascade_extproc.codecs.stream import Assembler, StreamFailed
 from cascade_extproc.headers import API_PATH
 from cascade_extproc.providers.errors import (ProviderMalformed, ProviderStalled, ProviderStatus, ProviderTimeout,
                                               ProviderTransport)
 from cascade_extproc.types import Api, Response
-
-CODECS = {Api.ANTHROPIC: anthropic, Api.OPENAI: openai}
-
 
 class Upstream:
     """A provider's answer as it arrives: status, type and body chunks, each awaited for at most
@@ -72,7 +69,7 @@ class HttpProvider:
         except aiohttp.ClientError as exc:
             raise ProviderTransport(exc) from None
         try:
-            return CODECS[self.api].parse_response(json.loads(raw))
+            return for_api(self.api).parse_response(json.loads(raw))
         except (ValueError, KeyError, TypeError, AttributeError, CodecError):
             raise ProviderMalformed("response") from None
 
@@ -101,12 +98,12 @@ class HttpProvider:
 
     def _message(self, body: bytes) -> str:
         try:
-            return CODECS[self.api].error_message(json.loads(body))
+            return for_api(self.api).error_message(json.loads(body))
         except ValueError:
             return ""
 
     async def _read_stream(self, resp: aiohttp.ClientResponse) -> Response:
-        parser, decoder, assembler = SseParser(), CODECS[self.api].StreamDecoder(), Assembler()
+        parser, decoder, assembler = SseParser(), for_api(self.api).StreamDecoder(), Assembler()
         try:
             async for chunk in resp.content.iter_any():
                 for ev in parser.feed(chunk):

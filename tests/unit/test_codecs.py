@@ -541,3 +541,20 @@ def test_openai_with_model_stream_options():
     assert openai.with_model(body, "d") == {**body, "model": "d"}
     assert openai.with_model(body, "d", stream=True)["stream_options"] == {"include_usage": True}
     assert body["stream_options"] == {"include_usage": True} and body["model"] == "gpt-4.1"
+
+
+def test_one_codec_per_api_with_everything_codec_lists():
+    """codecs.for_api is the one lookup; each API's module provides every member of codecs.Codec,
+    taking the same arguments (Anthropic's take and ignore OpenAI's `created`, `include_usage`)."""
+    import inspect
+
+    from cascade_extproc.codecs import Codec, for_api
+
+    assert for_api(Api.ANTHROPIC) is anthropic and for_api(Api.OPENAI) is openai
+    members = [n for n in vars(Codec) if not n.startswith("_")]
+    for api in Api:
+        for name in members:
+            want = [p for p in inspect.signature(getattr(Codec, name)).parameters if p != "self"]
+            impl = getattr(for_api(api), name)
+            got = list(inspect.signature(impl.__init__ if inspect.isclass(impl) else impl).parameters)
+            assert got[1:] == want if inspect.isclass(impl) else got == want, (api, name, got, want)
