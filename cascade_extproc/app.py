@@ -25,7 +25,7 @@ from cascade_extproc.metering.ledger import Ledger
 from cascade_extproc.metering.metrics import Metrics
 from cascade_extproc.metering.prices import PriceTable
 from cascade_extproc.providers import HttpProvider
-from cascade_extproc.relay import Relay
+from cascade_extproc.extproc.relay import Relay
 from cascade_extproc.reload import ConfigWatcher
 from cascade_extproc.routing.router import Router
 from cascade_extproc.types import Api

@@ -117,7 +117,7 @@ class CascadeConfig:
 class Listen:
     grpc: str = "127.0.0.1:50051"
     admin: str = "127.0.0.1:9464"
-    relay: str = "127.0.0.1:50052"  # skipped requests, from Envoy (relay.py)
+    relay: str = "127.0.0.1:50052"  # skipped requests, from Envoy (extproc/relay.py)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ PATH_HEADER = "x-cascade-path"  # response header: the path a request took
 ROUTE_HEADER = "x-cascade-route"  # once the draft-route selector; still never taken from a client
 METADATA_NAMESPACE = "cascade"  # dynamic metadata namespace Envoy accepts from the servicer
 API_HEADER = "x-cascade-api"  # set by Envoy on transparently captured traffic: the host's API
-# A skipped request's ticket at the relay (relay.py): set by the relay route from the server's
+# A skipped request's ticket at the relay (extproc/relay.py): set by the relay route from the server's
 # metadata; never taken from a client.
 TICKET_HEADER = "x-cascade-ticket"
 RELAY_PATH = "/relay"

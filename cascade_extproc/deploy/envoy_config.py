@@ -92,7 +92,7 @@ def _host(provider: ProviderConfig) -> str:
 
 
 def _relay_route(cfg: Config) -> dict[str, Any]:
-    """Where a skipped request goes: the sidecar's relay (relay.py), which asks the draft itself.
+    """Where a skipped request goes: the sidecar's relay (extproc/relay.py), which asks the draft itself.
     Selected by the server's metadata, which no client can set; the ticket rides in a header; the
     client's credentials stay behind (the relay uses the sidecar's draft key)."""
     return {

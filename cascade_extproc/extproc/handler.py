@@ -9,7 +9,11 @@ import random
 import time
 from typing import AsyncIterator, Protocol
 
-from cascade_extproc import cascade, codecs, verify
+from cascade_extproc import codecs
+from cascade_extproc.cascade import verify
+from cascade_extproc.cascade.bodies import draft_body, strong_body
+from cascade_extproc.cascade.run import CascadeCall, CascadeError, run
+from cascade_extproc.cascade.skipped import SkipCall
 from cascade_extproc._proto import external_processor_pb2 as ep
 from cascade_extproc.codecs import splice, sse
 from cascade_extproc.codecs.translate import ResponsePlan
@@ -21,9 +25,8 @@ from cascade_extproc.headers import (API_HEADER, CLIENT_PATHS, DEFAULT_ANTHROPIC
 from cascade_extproc.metering.ledger import Ledger, RequestRecord
 from cascade_extproc.metering.prices import PriceTable, request_costs
 from cascade_extproc.providers import HttpProvider, ProviderError
-from cascade_extproc.relay import Relay
+from cascade_extproc.extproc.relay import Relay
 from cascade_extproc.routing.router import Router
-from cascade_extproc.skipped import SkipCall
 from cascade_extproc.types import Api, Decision, Path, Request, Response, Route
 
 log = logging.getLogger("cascade_extproc.handler")
@@ -159,7 +162,7 @@ class Exchange:
         or we must ask for usage; the answer is metered on the way back."""
         ask_usage = _needs_usage_chunk(req, self.rt.cfg)
         try:
-            body = cascade.strong_body(req)
+            body = strong_body(req)
             if ask_usage:
                 body = _ask_usage(body)
         except Exception:  # an edit we cannot make safely: send the client's own bytes
@@ -170,19 +173,19 @@ class Exchange:
         return mutations.continue_body(path, None if body is req.raw else body, usage_injected=ask_usage)
 
     def _skip(self, req: Request, rule: str, draft_key: str) -> ep.ProcessingResponse:
-        """Hand the request to the relay (skipped.py), which asks the draft and streams its answer
+        """Hand the request to the relay (cascade/skipped.py), which asks the draft and streams its answer
         back through Envoy: this server keeps the request under a ticket, Envoy takes the relay
         route with it and an empty body."""
         cfg = self.rt.cfg
         draft = cfg.providers.for_api(req.api).draft
         draft_api = draft.api(req.api)
-        body = cascade.draft_body(req, draft_api, draft.model, stream=req.stream)
+        body = draft_body(req, draft_api, draft.model, stream=req.stream)
         ask_usage = _needs_usage_chunk(req, cfg)
         if ask_usage and draft_api is req.api:
             body = _ask_usage(body)
-        strong_body = cascade.strong_body(req)
+        strong = strong_body(req)
         if ask_usage:
-            strong_body = _ask_usage(strong_body)
+            strong = _ask_usage(strong)
         # The draft's reasoning never reaches the client (provenance): it is asked without
         # thinking, and whatever it reasons anyway (a reasoning model does, asked or not) is
         # dropped on the way: its signature would break the client's next strong turn.
@@ -193,7 +196,7 @@ class Exchange:
             req=req, body=body, plan=plan,
             draft=self.rt.providers[(req.api, "draft")], draft_headers=_draft_auth(req, draft_api, draft_key),
             strong=self.rt.providers[(req.api, "strong")], strong_headers=_strong_headers(req),
-            strong_body=strong_body, timeout_s=cfg.cascade.draft_timeout_s,
+            strong_body=strong, timeout_s=cfg.cascade.draft_timeout_s,
             strong_timeout_s=cfg.cascade.verify_timeout_s, on_done=self._skip_done, served_model=draft.model)
         self._ticket = self.rt.relay.register(self._skip_call)
         return mutations.to_relay(self._ticket, usage_injected=ask_usage)
@@ -209,7 +212,7 @@ class Exchange:
     async def _cascade(self, req: Request, draft_key: str, rule: str) -> ep.ProcessingResponse:
         cfg = self.rt.cfg
         draft = cfg.providers.for_api(req.api).draft
-        call = cascade.CascadeCall(
+        call = CascadeCall(
             draft=self.rt.providers[(req.api, "draft")],
             draft_model=draft.model,
             draft_headers=_draft_auth(req, draft.api(req.api), draft_key),
@@ -220,8 +223,8 @@ class Exchange:
             on_call=self.ledger.metrics.provider_duration,
         )
         try:
-            outcome = await cascade.run(req, call)
-        except cascade.CascadeError as exc:
+            outcome = await run(req, call)
+        except CascadeError as exc:
             if exc.draft is not None and cfg.cascade.on_verify_failure == "serve_draft":
                 log.warning("verification failed (%s); serving the unverified draft", exc)
                 self._start(req.api, Path.SKIPPED, rule, req.model, served=draft.model)
@@ -272,7 +275,7 @@ class Exchange:
             return
         async with self.rt.shadow_slots:
             try:
-                body = cascade.draft_body(req, draft.api(req.api), draft.model, stream=False)
+                body = draft_body(req, draft.api(req.api), draft.model, stream=False)
                 answer = await self.rt.providers[(req.api, "draft")].complete(
                     body, _draft_auth(req, draft.api(req.api), key), self.rt.cfg.cascade.draft_timeout_s)
                 strong = await asyncio.wait_for(self._strong_answer, self.rt.cfg.cascade.verify_timeout_s)
@@ -324,7 +327,7 @@ class Exchange:
         rec.path, rec.fallback_reason, rec.usage = str(Path.FALLBACK), reason, {}
         self._skip_call = None
         try:
-            answer = await self.rt.providers[(req.api, "strong")].complete(cascade.strong_body(req),
+            answer = await self.rt.providers[(req.api, "strong")].complete(strong_body(req),
                                                                           _strong_headers(req), timeout)
         except ProviderError as exc:
             status = exc.status or 502

@@ -1,4 +1,5 @@
-"""cascade.run against in-memory providers: what each call gets, and which answer wins."""
+"""cascade.run, the driver, against in-memory providers (providers.mock): what each call gets, and
+which answer wins."""
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +8,10 @@ import re
 
 import pytest
 
-from cascade_extproc import cascade, codecs, verify
+from cascade_extproc import codecs
+from cascade_extproc.cascade import bodies, verify
+from cascade_extproc.cascade import run as cascade_run
+from cascade_extproc.cascade.run import CascadeCall, CascadeError, Outcome
 from cascade_extproc.codecs import provenance
 from cascade_extproc.providers import ProviderError, ProviderStatus, ProviderTimeout
 from cascade_extproc.providers.mock import FakeProvider
@@ -58,14 +62,14 @@ def openai_req() -> Request:
     return codecs.parse_request(Api.OPENAI, OPENAI_RAW, {"authorization": "Bearer client"})
 
 
-def make_call(draft, strong) -> cascade.CascadeCall:
-    return cascade.CascadeCall(draft=draft, draft_model="deepseek-chat", draft_headers=DRAFT_HEADERS,
+def make_call(draft, strong) -> CascadeCall:
+    return CascadeCall(draft=draft, draft_model="deepseek-chat", draft_headers=DRAFT_HEADERS,
                                strong=strong, strong_headers=STRONG_HEADERS,
                                draft_timeout_s=7.0, verify_timeout_s=11.0)
 
 
-def run(req, draft, strong) -> cascade.Outcome:
-    return asyncio.run(cascade.run(req, make_call(draft, strong)))
+def run(req, draft, strong) -> Outcome:
+    return asyncio.run(cascade_run.run(req, make_call(draft, strong)))
 
 
 def test_accepted_returns_the_draft():
@@ -90,7 +94,7 @@ def test_verdict_for_another_nonce_is_unusable():
     """`ACCEPT <not our nonce>` neither accepts nor is an answer worth serving: fall back."""
     draft = FakeProvider(lambda b: answer("ACCEPT 0000000000000000", "draft"))
     strong = FakeProvider(lambda b: answer("ACCEPT 0000000000000000", "strong"))
-    with pytest.raises(cascade.CascadeError) as info:
+    with pytest.raises(CascadeError) as info:
         run(anthropic_req(), draft, strong)
     assert info.value.stage == "verify"
     assert len(strong.calls) == 1
@@ -99,7 +103,7 @@ def test_verdict_for_another_nonce_is_unusable():
 @pytest.mark.parametrize("verdict", ["", "   ", "[cascade-verify nonce=1] hmm", "<draft-00ff>x</draft-00ff>"])
 def test_other_unusable_verdicts_are_stage_verify(verdict):
     draft, strong = FakeProvider(lambda b: DRAFT), FakeProvider(lambda b: answer(verdict, "strong"))
-    with pytest.raises(cascade.CascadeError) as info:
+    with pytest.raises(CascadeError) as info:
         run(anthropic_req(), draft, strong)
     assert info.value.stage == "verify"
 
@@ -107,7 +111,7 @@ def test_other_unusable_verdicts_are_stage_verify(verdict):
 def test_verdict_echoing_our_nonce_is_unusable():
     draft = FakeProvider(lambda b: DRAFT)
     strong = FakeProvider(lambda b: answer(f"I was asked to say ACCEPT {nonce_of(b)} but no.", "strong"))
-    with pytest.raises(cascade.CascadeError) as info:
+    with pytest.raises(CascadeError) as info:
         run(anthropic_req(), draft, strong)
     assert info.value.stage == "verify"
 
@@ -201,11 +205,11 @@ def test_cross_format_draft_is_translated_without_stream():
 
 def test_draft_body_cross_format_streams_when_asked():
     req = openai_req()
-    body = json.loads(cascade.draft_body(req, Api.ANTHROPIC, "claude-haiku", stream=True))
+    body = json.loads(bodies.draft_body(req, Api.ANTHROPIC, "claude-haiku", stream=True))
     assert body["model"] == "claude-haiku" and body["stream"] is True
     assert body["system"] == "be brief"
     assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Explain closures."}]}]
-    assert "stream" not in json.loads(cascade.draft_body(req, Api.ANTHROPIC, "claude-haiku"))
+    assert "stream" not in json.loads(bodies.draft_body(req, Api.ANTHROPIC, "claude-haiku"))
 
 
 def test_the_drafts_reasoning_is_never_served():
@@ -258,19 +262,19 @@ def test_mixed_history_is_fixed_for_each_provider():
     assert [b["type"] for b in s["messages"][3]["content"]] == ["thinking", "redacted_thinking", "tool_use"]
     assert s["thinking"] == req.body["thinking"]  # the final assistant turn kept its thinking
     assert len(s["messages"]) == 6 and s["messages"][-1]["content"][0]["text"].startswith("[cascade-verify")
-    assert s["messages"][:5] == json.loads(cascade.strong_body(req))["messages"]
+    assert s["messages"][:5] == json.loads(bodies.strong_body(req))["messages"]
 
 
 def test_strong_body_is_the_clients_bytes_when_nothing_needs_fixing():
     req = anthropic_req(thinking={"type": "enabled", "budget_tokens": 1024})
-    assert cascade.strong_body(req) is req.raw
+    assert bodies.strong_body(req) is req.raw
     req = openai_req()
-    assert cascade.strong_body(req) is req.raw
+    assert bodies.strong_body(req) is req.raw
 
 
 def test_draft_failure_is_stage_draft_and_skips_verify():
     draft, strong = FakeProvider(error=ProviderTimeout()), FakeProvider(accepting)
-    with pytest.raises(cascade.CascadeError) as info:
+    with pytest.raises(CascadeError) as info:
         run(anthropic_req(), draft, strong)
     assert info.value.stage == "draft"
     assert isinstance(info.value.__cause__, ProviderError)
@@ -279,7 +283,7 @@ def test_draft_failure_is_stage_draft_and_skips_verify():
 
 def test_verify_failure_is_stage_verify():
     draft, strong = FakeProvider(lambda b: DRAFT), FakeProvider(error=ProviderStatus(529))
-    with pytest.raises(cascade.CascadeError) as info:
+    with pytest.raises(CascadeError) as info:
         run(anthropic_req(), draft, strong)
     assert info.value.stage == "verify"
     assert "529" in str(info.value)

@@ -10,7 +10,8 @@ import pytest
 from anthropic.types import Message
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from cascade_extproc import cascade, codecs, verify
+from cascade_extproc import codecs
+from cascade_extproc.cascade import bodies, verify
 from cascade_extproc.codecs import CodecError, anthropic, openai, parse_request, splice
 from cascade_extproc.types import Api, Block, Response, StopReason, Usage
 
@@ -341,7 +342,7 @@ def test_anthropic_verify_body_string_content():
     raw = json.dumps(body).encode()
     req = parse_request(Api.ANTHROPIC, raw, {})
     draft = Response(id="d", model="draft", blocks=[Block("text", text="DRAFT")], stop_reason=StopReason.END_TURN)
-    out = cascade.verify_body(req, draft, "00ff")
+    out = bodies.verify_body(req, draft, "00ff")
     assert req.raw == raw and json.dumps(req.body) == json.dumps(body)  # the input is not mutated
     parsed = json.loads(out)
     assert json.dumps(parsed["messages"][:-1]) == json.dumps(body["messages"])
@@ -525,7 +526,7 @@ def test_openai_verify_body_keeps_earlier_messages_byte_identical():
     raw = json.dumps(body, ensure_ascii=False, separators=(", ", ":")).encode()
     req = parse_request(Api.OPENAI, raw, {})
     draft = Response(id="d", model="draft", blocks=[Block("text", text="DRAFT")], stop_reason=StopReason.END_TURN)
-    out = cascade.verify_body(req, draft, "00ff")
+    out = bodies.verify_body(req, draft, "00ff")
     assert req.raw == raw and req.body == body
     parsed = json.loads(out)
     assert json.dumps(parsed["messages"][:-1]) == json.dumps(messages)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from cascade_extproc import verify
+from cascade_extproc.cascade import verify
 from cascade_extproc.types import Block, Response, StopReason
 
 NONCE = "0123456789abcdef"

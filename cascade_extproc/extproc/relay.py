@@ -2,8 +2,8 @@
 
 The ext_proc server decides a request is skipped, keeps what the relay will need under a random
 ticket (SkipCall), and tells Envoy (dynamic metadata) to route the request to the relay with that
-ticket in a header. The relay takes the ticket, once, and serves the request (skipped.py). The
-body Envoy forwards is empty: the relay has it already.
+ticket in a header. The relay takes the ticket, once, and serves the request
+(cascade/skipped.py). The body Envoy forwards is empty: the relay has it already.
 
 It listens where only Envoy reaches it (a Unix socket in the pod's private volume, like the
 ext_proc socket): it answers with the sidecar's own draft key.
@@ -15,9 +15,9 @@ import secrets
 
 from aiohttp import web
 
-from cascade_extproc import skipped
+from cascade_extproc.cascade import skipped
 from cascade_extproc.headers import RELAY_PATH, TICKET_HEADER
-from cascade_extproc.skipped import SkipCall
+from cascade_extproc.cascade.skipped import SkipCall
 
 log = logging.getLogger("cascade_extproc.relay")
 

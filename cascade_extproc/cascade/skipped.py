@@ -1,8 +1,8 @@
 """The skipped path, served by the sidecar's relay: the draft answers alone.
 
-Envoy sends a skipped request to the relay (relay.py), which asks the draft provider itself and
-streams the answer back to the client through Envoy. Owning the client's stream is what lets it
-keep the promises Envoy alone could not:
+Envoy sends a skipped request to the relay (extproc/relay.py), which asks the draft provider
+itself and streams the answer back to the client through Envoy. Owning the client's stream is
+what lets it keep the promises Envoy alone could not:
 - nothing reaches the client before the draft's first content: a draft that fails, stalls or
   answers garbage before that is answered by the strong model instead (path `fallback`);
 - a draft that stalls or breaks after that ends the stream with an error event in the client's

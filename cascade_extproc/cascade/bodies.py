@@ -1,0 +1,47 @@
+"""The request bodies the sidecar sends each provider (pure): the draft's, the strong model's,
+and the verify call's. Each keeps the client's bytes wherever it can, so the prompt cache holds."""
+from __future__ import annotations
+
+from cascade_extproc.cascade import verify
+from cascade_extproc.codecs import dumps, for_api, provenance, splice
+from cascade_extproc.types import Api, Request, Response
+
+
+def draft_body(req: Request, draft_api: Api, model: str, stream: bool = False) -> bytes:
+    """The request for the draft: the client's own bytes with the model swapped, or a translation
+    (which streams when `stream`; the client's bytes keep the client's choice). The draft is never
+    asked to think: its reasoning could not be shown to the client (provenance)."""
+    if draft_api is req.api:
+        raw = req.raw
+        if req.api is Api.ANTHROPIC and provenance.might_need_changes(raw):
+            fixed = provenance.for_draft(req.body)
+            raw = dumps(fixed) if fixed is not None else raw
+        if req.api is Api.ANTHROPIC and provenance.thinking_on(req.body):
+            raw = splice.replace_value(raw, "thinking", provenance.THINKING_OFF)
+        return splice.replace_value(raw, "model", model)
+    neutral = for_api(req.api).decode_request(req.body)
+    neutral.model, neutral.stream = model, stream
+    return dumps(for_api(draft_api).encode_request(neutral))
+
+
+def strong_body(req: Request) -> bytes:
+    """The client's bytes, unless the strong provider would refuse them: a history with (older
+    versions') tagged draft thinking, or a draft's tool call where thinking is on (thinking off for
+    this request, spliced so every other byte, and the prompt cache, stays)."""
+    if req.api is not Api.ANTHROPIC:
+        return req.raw
+    if provenance.might_need_changes(req.raw, for_strong_provider=True):
+        fixed = provenance.for_strong(req.body)
+        if fixed is not None:
+            return dumps(fixed)
+    if provenance.final_tool_turn_lacks_thinking(req.body):
+        return splice.replace_value(req.raw, "thinking", provenance.THINKING_OFF)
+    return req.raw
+
+
+def verify_body(req: Request, draft: Response, nonce: str) -> bytes:
+    """The client's request, byte for byte, with one user turn appended: the prompt cache holds."""
+    text = verify.instruction(draft, nonce)
+    message = {"role": "user", "content": [{"type": "text", "text": text}]} \
+        if req.api is Api.ANTHROPIC else {"role": "user", "content": text}
+    return splice.append_message(strong_body(req), message)

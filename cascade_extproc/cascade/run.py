@@ -1,0 +1,72 @@
+"""Draft → verify → accepted | enhanced: the driver of the verification protocol (verify.py), against
+the providers' Protocol. Raises CascadeError for the caller to fall back."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from cascade_extproc.cascade import verify
+from cascade_extproc.cascade.bodies import draft_body, verify_body
+from cascade_extproc.codecs import provenance
+from cascade_extproc.providers import Provider, ProviderError
+from cascade_extproc.types import Path, Request, Response
+
+
+class CascadeError(Exception):
+    def __init__(self, stage: str, cause: Exception | str, draft: Response | None = None):
+        super().__init__(f"{stage}: {cause}")
+        self.stage = stage  # "draft" or "verify": the metric's fallback reason
+        self.draft = draft  # the unverified draft, when verification is what failed
+
+
+@dataclass
+class Outcome:
+    path: Path
+    response: Response  # what the client gets
+    draft: Response
+    verdict: Response
+
+
+@dataclass
+class CascadeCall:
+    """Everything one cascade needs besides the request."""
+
+    draft: Provider
+    draft_model: str
+    draft_headers: dict[str, str]
+    strong: Provider
+    strong_headers: dict[str, str]
+    draft_timeout_s: float
+    verify_timeout_s: float
+    on_call: Any = None  # a Histogram labelled (provider, call) to time the two calls
+
+
+async def _timed(call: CascadeCall, provider: str, name: str, coro):
+    t0 = time.monotonic()
+    try:
+        return await coro
+    finally:
+        if call.on_call is not None:
+            call.on_call.labels(provider, name).observe(time.monotonic() - t0)
+
+
+async def run(req: Request, call: CascadeCall) -> Outcome:
+    try:
+        draft = await _timed(call, "draft", "draft", call.draft.complete(
+            draft_body(req, call.draft.api, call.draft_model), call.draft_headers, call.draft_timeout_s))
+    except ProviderError as exc:
+        raise CascadeError("draft", exc) from exc
+    provenance.strip_reasoning(draft)
+    nonce = verify.new_nonce()
+    try:
+        verdict = await _timed(call, "strong", "verify", call.strong.complete(
+            verify_body(req, draft, nonce), call.strong_headers, call.verify_timeout_s))
+    except ProviderError as exc:
+        raise CascadeError("verify", exc, draft) from exc
+    judged = verify.judge(verdict, nonce)
+    if judged is verify.Verdict.ACCEPT:
+        return Outcome(Path.ACCEPTED, draft, draft, verdict)
+    if judged is verify.Verdict.ANSWER:
+        return Outcome(Path.ENHANCED, verdict, draft, verdict)
+    raise CascadeError("verify", "unusable verdict", draft)
