@@ -204,7 +204,7 @@ class Exchange:
     def _skip_done(self, call: SkipCall) -> None:
         rec = self.record
         assert rec is not None
-        rec.path, rec.usage, rec.served_model = str(call.path), call.usage, call.served_model
+        rec.path, rec.usage, rec.served_model = call.path, call.usage, call.served_model
         rec.fallback_reason, rec.error = call.reason, call.error
         self._recorded = False
         self._finish_record(call.status)
@@ -324,7 +324,7 @@ class Exchange:
         assert req is not None and rec is not None
         timeout = self.rt.cfg.cascade.verify_timeout_s
         yield mutations.extend_timeout(timeout + 5)
-        rec.path, rec.fallback_reason, rec.usage = str(Path.FALLBACK), reason, {}
+        rec.path, rec.fallback_reason, rec.usage = Path.FALLBACK, reason, {}
         self._skip_call = None
         try:
             answer = await self.rt.providers[(req.api, "strong")].complete(strong_body(req),
@@ -345,7 +345,7 @@ class Exchange:
 
     def _start(self, api: Api | str, path: Path, rule: str, model: str, served: str = "") -> None:
         self.record = RequestRecord(request_id=self.headers.get("x-request-id", ""), api=str(api),
-                                    path=str(path), rule=rule, model=model, served_model=served or model)
+                                    path=path, rule=rule, model=model, served_model=served or model)
 
     def finish(self, status: int = 0) -> None:
         """Complete the record (usage, costs, latency) and hand it to the ledger, once. A skipped

@@ -12,10 +12,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from cascade_extproc.metering.metrics import Metrics
-from cascade_extproc.types import Usage
+from cascade_extproc.types import Path, Usage
 
 log = logging.getLogger("cascade_extproc.requests")
-PATHS = ("skipped", "accepted", "enhanced", "direct", "fallback")
+PATHS = tuple(Path)  # the dashboard's order
 MAX_MODEL_LABELS = 64  # clients choose model names: past this many, new ones count as "other"
 _KINDS = (("input", "input_tokens"), ("output", "output_tokens"), ("cache_read", "cache_read_tokens"),
           ("cache_write", "cache_write_tokens"))
@@ -25,7 +25,7 @@ _KINDS = (("input", "input_tokens"), ("output", "output_tokens"), ("cache_read",
 class RequestRecord:
     request_id: str
     api: str
-    path: str
+    path: Path
     rule: str
     model: str  # what the client asked for
     served_model: str = ""  # what answered
@@ -60,9 +60,9 @@ class Ledger:
         self.metrics = metrics
         self.mode = "active"
         self._recent: collections.deque[RequestRecord] = collections.deque(maxlen=recent)
-        self._latency: dict[str, collections.deque[float]] = {}
+        self._latency: dict[Path, collections.deque[float]] = {}
         self._window = window
-        self.by_path: collections.Counter[str] = collections.Counter()
+        self.by_path: collections.Counter[Path] = collections.Counter()
         self.model_calls = 0  # requests that were LLM API calls (the draft-use rate's base)
         self.cost_usd = 0.0
         self.baseline_usd = 0.0
@@ -119,7 +119,7 @@ class Ledger:
     def dashboard(self) -> dict[str, Any]:
         """The dashboard's data (the contract is in cascade_extproc/dashboard/index.html's users)."""
         total = sum(self.by_path.values())
-        drafted = self.by_path["skipped"] + self.by_path["accepted"]
+        drafted = self.by_path[Path.SKIPPED] + self.by_path[Path.ACCEPTED]
         savings = self.baseline_usd - self.cost_usd
         return {
             "generated_at": time.time(),
@@ -143,7 +143,7 @@ def _p95(values: collections.deque[float]) -> float:
 
 
 def _recent(r: RequestRecord) -> dict[str, Any]:
-    served = r.usage.get("draft") if r.path in ("skipped", "accepted") else r.usage.get("strong")
+    served = r.usage.get("draft") if r.path in (Path.SKIPPED, Path.ACCEPTED) else r.usage.get("strong")
     return {"time": datetime.fromtimestamp(r.at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "request_id": r.request_id, "api": r.api, "path": r.path, "rule": r.rule, "model": r.model,
             "served_model": r.served_model,

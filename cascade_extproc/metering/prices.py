@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cascade_extproc.config import ConfigError
-from cascade_extproc.types import Usage
+from cascade_extproc.types import Path, Usage
 
 PER_TOKEN = 1e-6  # prices are quoted in USD per million tokens
 _FIELDS = ("input", "output", "cache_write", "cache_read", "cache_write_1h")
@@ -76,18 +76,18 @@ class PriceTable:
         return None if price is None else price.cost(usage)
 
 
-def request_costs(path: str, prices: PriceTable, strong_model: str, draft_model: str,
+def request_costs(path: Path, prices: PriceTable, strong_model: str, draft_model: str,
                   strong_usage: Usage | None, draft_usage: Usage | None,
                   instruction_tokens: int) -> tuple[float | None, float | None]:
     """(actual, baseline) USD for one request; baseline is what the strong model alone would
     have cost (docs/metrics.md defines it per path). None where a usage or a price is missing."""
     strong, draft = prices.lookup(strong_model), prices.lookup(draft_model)
-    if path in ("direct", "fallback"):
+    if path in (Path.DIRECT, Path.FALLBACK):
         if strong is None or strong_usage is None:
             return None, None
         cost = strong.cost(strong_usage)
         return cost, cost
-    if path == "skipped":
+    if path is Path.SKIPPED:
         if draft_usage is None:
             return None, None
         actual = draft.cost(draft_usage) if draft else None
@@ -100,7 +100,7 @@ def request_costs(path: str, prices: PriceTable, strong_model: str, draft_model:
     # A direct call would have read the same context, without the appended draft + instruction,
     # and written the answer: the draft's when accepted, the strong model's own when enhanced.
     appended = draft_usage.output_tokens + instruction_tokens
-    answer = draft_usage.output_tokens if path == "accepted" else strong_usage.output_tokens
+    answer = draft_usage.output_tokens if path is Path.ACCEPTED else strong_usage.output_tokens
     direct = Usage(input_tokens=max(strong_usage.input_tokens - appended, 0), output_tokens=answer,
                    cache_read_tokens=strong_usage.cache_read_tokens,
                    cache_write_tokens=strong_usage.cache_write_tokens,

@@ -9,6 +9,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from cascade_extproc import admin
 from cascade_extproc.metering.metrics import Metrics
+from cascade_extproc.types import Path
 
 DATA = {"generated_at": 1764340000.0, "mode": "active",
         "totals": {"requests": 1, "by_path": {"direct": 1}, "draft_use_rate": 0.0,
@@ -88,7 +89,7 @@ def test_model_labels_are_bounded():
 
     ledger = Ledger(Metrics())
     for i in range(MAX_MODEL_LABELS + 50):
-        ledger.record(RequestRecord(request_id=str(i), api="anthropic", path="direct", rule="r", model=f"m-{i}"))
+        ledger.record(RequestRecord(request_id=str(i), api="anthropic", path=Path.DIRECT, rule="r", model=f"m-{i}"))
     text = generate_latest(ledger.metrics.registry).decode()
     series = [line for line in text.splitlines() if line.startswith("cascade_requests_total{")]
     assert len(series) == MAX_MODEL_LABELS + 1  # the first 64 models, then "other"
@@ -105,9 +106,9 @@ def test_a_broken_answer_is_an_error_not_a_fallback(caplog):
 
     ledger = Ledger(Metrics())
     with caplog.at_level(logging.INFO, logger="cascade_extproc.requests"):
-        ledger.record(RequestRecord(request_id="a", api="openai", path="skipped", rule="r", model="m",
+        ledger.record(RequestRecord(request_id="a", api="openai", path=Path.SKIPPED, rule="r", model="m",
                                     status=502, error="draft-stalled"))
-        ledger.record(RequestRecord(request_id="b", api="openai", path="fallback", rule="r", model="m",
+        ledger.record(RequestRecord(request_id="b", api="openai", path=Path.FALLBACK, rule="r", model="m",
                                     status=200, fallback_reason="draft-stalled"))
     broken, fell_back = (json.loads(r.getMessage()) for r in caplog.records)
     assert (broken["status"], broken["error"], "fallback_reason" in broken) == (502, "draft-stalled", False)

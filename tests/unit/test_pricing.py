@@ -102,3 +102,24 @@ def test_cascade_saves_with_a_short_context():
 def test_cascade_saving_grows_with_the_expected_answer():
     long_answer = Economics(expected_output_tokens=4000, accept_rate=0.7, verdict_tokens=10, instruction_tokens=150)
     assert cascade_saving(100_000, 1_000, OPUS, DEEPSEEK, long_answer) > 0  # 70,000 saved vs ~32k spent
+
+
+def test_request_costs_per_path():
+    """What each path cost and what the strong model alone would have (docs/metrics.md), with the
+    path as the enum it travels as."""
+    from cascade_extproc.metering.prices import request_costs
+    from cascade_extproc.types import Path, Usage
+
+    table = PriceTable([("strong", Price(10, 100, 10, 1)), ("draft", Price(1, 10, 1, 0.1))])
+    strong, draft = Usage(input_tokens=1000, output_tokens=50), Usage(input_tokens=800, output_tokens=100)
+
+    def costs(path):
+        return request_costs(path, table, "strong", "draft", strong, draft, instruction_tokens=100)
+
+    assert costs(Path.DIRECT) == costs(Path.FALLBACK) == pytest.approx((0.015, 0.015))
+    assert costs(Path.SKIPPED) == pytest.approx((0.0018, 0.018))  # the draft's tokens, at both prices
+    # the draft and the verify call; the baseline: the verify's input less the draft's answer and
+    # the instruction (1000 - 200 tokens), and the answer served (the draft's, or the verify's own)
+    assert costs(Path.ACCEPTED) == pytest.approx((0.0018 + 0.015, 800 * 10e-6 + 100 * 100e-6))
+    assert costs(Path.ENHANCED) == pytest.approx((0.0018 + 0.015, 800 * 10e-6 + 50 * 100e-6))
+    assert request_costs(Path.DIRECT, table, "unknown", "draft", strong, None, 100) == (None, None)
