@@ -1,10 +1,14 @@
-"""One provider answer passing through Envoy: metered, and kept for shadow comparisons."""
+"""One provider answer passing through Envoy: metered, and kept for shadow comparisons (the
+answer side of the direct, fallback and shadow paths: paths/base.AnswerSide)."""
 from __future__ import annotations
+
+from typing import Callable
 
 from cascade_extproc._proto import external_processor_pb2 as ep
 from cascade_extproc.codecs.translate import StreamTap, read_json
 from cascade_extproc.extproc import mutations
 from cascade_extproc.extproc.mutations import Mode
+from cascade_extproc.metering.ledger import RequestRecord
 from cascade_extproc.types import Api, Response, Usage
 
 
@@ -20,6 +24,7 @@ class ResponseSide:
         self.finished = False
         self._mode = ""  # "stream" | "json"
         self._tap = StreamTap(upstream)
+        self.on_settled: Callable[[Response | None], object] | None = None  # shadow: the strong answer
 
     def on_headers(self, msg: ep.HttpHeaders) -> ep.ProcessingResponse:
         headers = {h.key.lower(): h.raw_value.decode("utf-8", "replace") or h.value for h in msg.headers.headers}
@@ -51,3 +56,13 @@ class ResponseSide:
         if end:
             self.answer = self._tap.response()
         return mutations.passthrough("response_body")
+
+    def settle(self, rec: RequestRecord) -> bool:
+        """The record is being finished: the strong model's usage and the model that answered."""
+        if self.usage is not None:
+            rec.usage["strong"] = self.usage
+            if self.answer is not None and self.answer.model:
+                rec.served_model = self.answer.model
+        if self.on_settled is not None:
+            self.on_settled(self.answer)
+        return True

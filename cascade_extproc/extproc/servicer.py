@@ -1,4 +1,4 @@
-"""The gRPC ext_proc stream loop. Decisions live in handler.Exchange.
+"""The gRPC ext_proc stream loop. Decisions live in exchange.Exchange (and its paths).
 
 One stream per model call: the request body first (the headers we read come with it as
 attributes), then, when the server asked for it, the answer's headers and body."""
@@ -9,7 +9,8 @@ from typing import AsyncIterator, Callable
 from cascade_extproc._proto import external_processor_pb2 as ep
 from cascade_extproc._proto import external_processor_pb2_grpc as ep_grpc
 from cascade_extproc.extproc import mutations
-from cascade_extproc.extproc.handler import Exchange, Runtime, headers_from
+from cascade_extproc.extproc.exchange import Exchange, headers_from
+from cascade_extproc.extproc.paths import Runtime
 from cascade_extproc.metering.ledger import Ledger
 
 

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import aiohttp.client_reqrep
 import aiohttp.http
 
-from cascade_extproc.extproc.handler import _draft_auth
+from cascade_extproc.extproc.credentials import draft_auth
 from cascade_extproc.types import Api
 from stack import CLIENT_KEY, DRAFT_KEY
 
@@ -15,11 +15,11 @@ def draft_header_rules(draft_api: str) -> dict[str, object]:
 
     Derived from the code that makes the draft calls, the relay's and the cascade's alike (both go
     through providers.HttpProvider on the server's aiohttp session): the sidecar's credentials
-    from handler._draft_auth (the key header must carry exactly the draft key; anthropic-version
-    is the client's, or the default), content-type from HttpProvider, and what aiohttp's client
-    adds to every request (host, content-length, its default accept and accept-encoding, its
-    user-agent). Nothing else of the client's."""
-    auth = _draft_auth(SimpleNamespace(headers={}), Api(draft_api), DRAFT_KEY)
+    from extproc.credentials.draft_auth (the key header must carry exactly the draft key;
+    anthropic-version is the client's, or the default), content-type from HttpProvider, and what
+    aiohttp's client adds to every request (host, content-length, its default accept and
+    accept-encoding, its user-agent). Nothing else of the client's."""
+    auth = draft_auth(SimpleNamespace(headers={}), Api(draft_api), DRAFT_KEY)
     rules: dict[str, object] = {
         name: value if DRAFT_KEY in value else (lambda v: isinstance(v, str) and v != "")
         for name, value in auth.items()}

@@ -1,8 +1,8 @@
 """Nothing of the client's reaches a draft provider: not its key, and not any other header it
 sends, on the skipped path (the relay's draft call) or a cascade (the server's draft call), both
 APIs, JSON and SSE. conftest.py checks every draft request of every test against the allow-list
-(derived from handler._draft_auth); here the client sends the headers most likely to carry a
-secret, and a direct request shows they do leave the client and pass Envoy."""
+(derived from extproc.credentials.draft_auth); here the client sends the headers most likely to
+carry a secret, and a direct request shows they do leave the client and pass Envoy."""
 import anthropic
 import openai
 import pytest
