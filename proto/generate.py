@@ -2,7 +2,7 @@
 
 Usage: python proto/generate.py [OUT_DIR]   (default: the repository root)
 
-The generated code is committed; tests/unit/test_proto.py checks it is
+The generated code is committed; tests/unit/_proto/test_proto.py checks it is
 byte-identical to a fresh run, so always regenerate after editing proto/.
 """
 

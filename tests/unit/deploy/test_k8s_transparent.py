@@ -1,7 +1,7 @@
 """k8s/components/transparent and k8s/overlays/transparent: the committed Envoy bootstrap is
 current, and the built pod is wired together: capture rules first, then the certificates, the
 sidecars, and an app that trusts the pod CA without ever seeing the certificate's key.
-(tests/unit/test_k8s.py checks the schemas and hardening of every overlay, this one included.)"""
+(tests/unit/deploy/test_k8s.py checks the schemas and hardening of every overlay, this one included.)"""
 from __future__ import annotations
 
 import re
@@ -16,11 +16,11 @@ import yaml
 from cascade_extproc import cli
 from cascade_extproc.deploy import certs
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 COMPONENT = ROOT / "k8s" / "components" / "transparent"
 OVERLAY = ROOT / "k8s" / "overlays" / "transparent"
 CERTS_DIR = "/etc/cascade-certs"
-# As k8s/base/envoy.yaml (tests/unit/test_k8s.py), plus the transparent listener. IPv4 only:
+# As k8s/base/envoy.yaml (tests/unit/deploy/test_k8s.py), plus the transparent listener. IPv4 only:
 # capture.sh redirects IPv6 only with CAPTURE_IPV6=true, which needs '--transparent [::1]:15443'
 # as well (test_ipv6_capture_needs_the_ipv6_listener).
 GENERATE = ["envoy-config", "--config", "k8s/base/config.yaml", "--listen", "127.0.0.1:10000",

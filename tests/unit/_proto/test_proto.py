@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+REPO = HERE.parents[2]
 PROTO_DIR = REPO / "proto"
 GENERATED_DIR = REPO / "cascade_extproc" / "_proto"
 CONFORMANCE = HERE / "proto_conformance.py"

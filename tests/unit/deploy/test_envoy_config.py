@@ -13,7 +13,7 @@ from cascade_extproc.config import Addr
 from cascade_extproc.deploy.envoy_proc import envoy_binary
 from cascade_extproc.headers import CLIENT_CREDENTIALS
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def free_port() -> int:

@@ -26,7 +26,7 @@ import yaml
 
 from cascade_extproc import cli, config
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "k8s"
 BIN = Path(sys.executable).parent
 # Pinned with kubernetes-validate==1.37.0 in pyproject.toml: 1.33 is the first release with

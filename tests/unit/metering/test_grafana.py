@@ -13,7 +13,7 @@ import pytest
 
 from cascade_extproc.metering.metrics import Metrics
 
-DASHBOARD = Path(__file__).resolve().parents[2] / "k8s" / "grafana" / "cascade-extproc-dashboard.json"
+DASHBOARD = Path(__file__).resolve().parents[3] / "k8s" / "grafana" / "cascade-extproc-dashboard.json"
 
 METRICS = {
     "cascade_requests_total", "cascade_cost_usd_total", "cascade_baseline_cost_usd_total",
