@@ -2,14 +2,10 @@ import pytest
 
 import stack as stack_mod
 from leaks import check_draft_request
-from stack import CLIENT_KEY, DRAFT_KEY, Stack
+from stack import CLIENT_KEY, DRAFT_KEY, stack_fixture
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("stack"))
-    yield s
-    s.close()
+stack = stack_fixture("stack")  # the stack most modules share
 
 
 @pytest.fixture(autouse=True)

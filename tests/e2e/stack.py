@@ -160,6 +160,11 @@ class Stack:
         for sim in self.sims.values():
             sim.clear()
 
+    def quick(self) -> None:
+        """Every simulated provider answers at once again (after a test made one slow)."""
+        for sim in self.sims.values():
+            sim.latency.ttft_s = sim.latency.tokens_per_s = 0
+
     def close(self) -> None:
         self.envoy.stop()
         if self.server and self.server.poll() is None:
@@ -171,3 +176,16 @@ class Stack:
         for sim in self.sims.values():
             self.loop.run(sim.stop())
         self.loop.close()
+
+
+def stack_fixture(name: str, **kwargs):
+    """A test module's own stack, built once for the module (`kwargs` as Stack takes them):
+    `stack = stack_fixture("faults", extra_config={...})` replaces conftest.py's shared one."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def stack(tmp_path_factory):
+        s = Stack(tmp_path_factory.mktemp(name), **kwargs)
+        yield s
+        s.close()
+    return stack

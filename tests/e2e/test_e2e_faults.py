@@ -18,7 +18,7 @@ import httpx2
 import openai
 import pytest
 
-from stack import CLIENT_KEY, DRAFT_MODELS, Stack, key_of
+from stack import CLIENT_KEY, DRAFT_MODELS, key_of, stack_fixture
 
 APIS = ("anthropic", "openai")
 MODES = ("json", "sse")
@@ -34,20 +34,14 @@ SIMPLE = "hi"  # skipped
 MALFORMED = b'{"id": "x", "content": ['  # what the sim's "malformed" fault sends
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("faults"),
-              extra_config={"cascade": {"draft_timeout_s": LIMIT_S, "verify_timeout_s": LIMIT_S}})
-    yield s
-    s.close()
+stack = stack_fixture("faults", extra_config={"cascade": {"draft_timeout_s": LIMIT_S, "verify_timeout_s": LIMIT_S}})
 
 
 @pytest.fixture(autouse=True)
 def _reset(stack):
     yield
-    for sim in stack.sims.values():
-        sim.latency.ttft_s = sim.latency.tokens_per_s = 0
-        sim.clear()
+    stack.quick()
+    stack.clear()
 
 
 # ---- what the client saw ---------------------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 
 from claude_code import request as claude_code_request
 from cascade_extproc.sim.validate import thinking_signature
-from stack import CLIENT_KEY, DRAFT_MODELS, Stack, key_of
+from stack import CLIENT_KEY, DRAFT_MODELS, key_of, stack_fixture
 
 APIS = ("anthropic", "openai")
 STRONG = {"anthropic": "claude-sonnet-5", "openai": "gpt-6.2-sol"}  # priced: unpriced models go direct
@@ -26,19 +26,14 @@ COMPLEX = ("Review this retry policy for a payment API and explain what could do
 SLOW_TOKENS = 10  # tokens/s: an answer of ~25 tokens streams for ~2.5 s
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("resilience"))
-    yield s
-    s.close()
+stack = stack_fixture("resilience")
 
 
 @pytest.fixture(autouse=True)
 def _server_back(stack):
     """Each test may kill the server: it is started again after it, with quick providers."""
     yield
-    for sim in stack.sims.values():
-        sim.latency.ttft_s = sim.latency.tokens_per_s = 0
+    stack.quick()
     if stack.server.poll() is not None:
         stack.start_server()
 
@@ -146,8 +141,7 @@ def assert_every_path_falls_back(stack, api: str) -> None:
     """With the server dead, the next request on every path (each mode) is the strong model's."""
     assert stack.server.poll() is not None, "the server is supposed to be dead here"
     stack.clear()
-    for sim in stack.sims.values():
-        sim.latency.ttft_s = sim.latency.tokens_per_s = 0
+    stack.quick()
     requests = [dict(text="hi", model=STRONG[api]), dict(text=COMPLEX, model=STRONG[api]),
                 dict(text=COMPLEX, model=CHEAP[api])]  # skipped, cascade and direct with the server up
     if api == "anthropic":

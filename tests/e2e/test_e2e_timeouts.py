@@ -4,7 +4,7 @@ import time
 import anthropic
 import pytest
 
-from stack import CLIENT_KEY, Stack
+from stack import CLIENT_KEY, Stack, stack_fixture
 
 COMPLEX = ("Walk through how to shard a Postgres database by tenant, including the migration "
            "plan, the routing layer, and how to rebalance hot tenants without downtime.")
@@ -17,19 +17,13 @@ def ask(stack, text=COMPLEX):
     return raw.headers["x-cascade-path"], raw.parse()
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("timeouts"),
-              extra_config={"cascade": {"draft_timeout_s": 4, "verify_timeout_s": 4}})
-    yield s
-    s.close()
+stack = stack_fixture("timeouts", extra_config={"cascade": {"draft_timeout_s": 4, "verify_timeout_s": 4}})
 
 
 @pytest.fixture(autouse=True)
 def _no_latency(stack):
     yield
-    for sim in stack.sims.values():
-        sim.latency.ttft_s = 0
+    stack.quick()
 
 
 def test_slow_draft_falls_back_to_strong(stack):

@@ -7,7 +7,7 @@ import anthropic
 import openai
 import pytest
 
-from stack import CLIENT_KEY, DRAFT_KEY, DRAFT_MODELS, Stack, key_of
+from stack import CLIENT_KEY, DRAFT_KEY, DRAFT_MODELS, key_of, stack_fixture
 
 COMPLEX = ("Design a migration plan from a monolith to services for an order system; cover data "
            "ownership, the strangler pattern, and how to roll back each step safely.")
@@ -17,11 +17,7 @@ O_TOOL = {"type": "function", "function": {"name": "read_file", "description": "
                                            "parameters": A_TOOL["input_schema"]}}
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("crossed"), draft_formats={"anthropic": "openai", "openai": "anthropic"})
-    yield s
-    s.close()
+stack = stack_fixture("crossed", draft_formats={"anthropic": "openai", "openai": "anthropic"})
 
 
 @pytest.fixture
