@@ -206,3 +206,14 @@ def test_every_data_file_ships_in_the_package():
         rel = path.relative_to(ROOT / PACKAGE).as_posix()
         if path.is_file() and path.suffix not in (".py", ".pyi", ".pyc") and "__pycache__" not in rel:
             assert any(fnmatch.fnmatch(rel, g) for g in globs), f"{rel} is not in package-data {globs}"
+
+
+def test_every_module_ships_in_the_package():
+    """Every folder of modules is a regular package that setuptools finds (a folder without an
+    __init__.py would import from a checkout, and be missing from the wheel)."""
+    import setuptools
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    found = {p.replace(".", "/") for p in setuptools.find_packages(str(ROOT), include=include)}
+    for path in (ROOT / PACKAGE).rglob("*.py"):
+        assert path.parent.relative_to(ROOT).as_posix() in found, f"{path.relative_to(ROOT)} would not ship"
