@@ -4,6 +4,7 @@ to bite: a violation seeded into a copy of the package is reported."""
 from __future__ import annotations
 
 import ast
+import re
 import fnmatch
 import shutil
 import tomllib
@@ -217,3 +218,43 @@ def test_every_module_ships_in_the_package():
     found = {p.replace(".", "/") for p in setuptools.find_packages(str(ROOT), include=include)}
     for path in (ROOT / PACKAGE).rglob("*.py"):
         assert path.parent.relative_to(ROOT).as_posix() in found, f"{path.relative_to(ROOT)} would not ship"
+
+
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+
+
+def _named(cell: str) -> set[str]:
+    """`metering/prices.py` → metering.prices, `extproc/` → extproc, `app` → app."""
+    return {re.sub(r"/$|\.py$", "", name).replace("/", ".") for name in re.findall(r"`([^`]+)`", cell)}
+
+
+def test_the_docs_table_is_the_map_this_test_enforces():
+    """docs/architecture.md's table of folders says what each may import: the same as MAY_IMPORT."""
+    rows = [line.split("|")[1:-1] for line in ARCHITECTURE.read_text().splitlines() if line.startswith("| `")]
+    documented = {}
+    for name, _owns, may in rows:
+        (layer_name,) = _named(name)
+        documented[layer_name] = _named(may.split(";")[0])
+    assert documented == MAY_IMPORT
+
+
+def test_the_docs_tree_names_every_module():
+    """docs/architecture.md's tree of modules (under ## Modules) is the package's, module for module."""
+    text = ARCHITECTURE.read_text()
+    block = text[text.index("## Modules"):].split("```")[1]
+    documented, stack = set(), []
+    for line in block.splitlines():
+        m = re.match(r"( *)(\S+)", line)
+        if not m or not m.group(2).endswith(("/", ".py")):
+            continue  # a description's continuation
+        indent, name = len(m.group(1)), m.group(2)
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = "".join(d for _, d in stack) + name
+        if name.endswith("/"):
+            stack.append((indent, name))
+        else:
+            documented.add(path)
+    actual = {p.relative_to(ROOT).as_posix() for p in (ROOT / PACKAGE).rglob("*.py")
+              if p.name != "__init__.py" and "_proto" not in p.parts}
+    assert documented == actual
