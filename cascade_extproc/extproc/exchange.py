@@ -70,7 +70,7 @@ class Exchange:
 
     def _pass(self, api: Api | str, rule: str) -> ep.ProcessingResponse:
         """Leave the request alone, unread."""
-        self._start(api, rule, "", Facts(Path.DIRECT))
+        self.record = self._new_record(api, rule, "", Facts(Path.DIRECT))
         self.finish()
         return mutations.continue_body(Path.DIRECT)
 
@@ -145,10 +145,10 @@ class Exchange:
 
     def _take(self, req: Request, rule: str, taken: Taken) -> ep.ProcessingResponse:
         """Record what the path did, watch the answer it asked to, and hand Envoy its response."""
-        if self.record is None:
-            self._start(req.api, rule, req.model, taken.facts)
-        else:
-            self._apply(taken.facts)
+        self.record = self._new_record(req.api, rule, req.model, taken.facts)
+        return self._answered(taken)
+
+    def _answered(self, taken: Taken) -> ep.ProcessingResponse:
         self.answer = taken.answer
         if taken.status:
             self.finish(taken.status)
@@ -164,11 +164,13 @@ class Exchange:
         step = side.on_headers(msg)
         if isinstance(step, Pending):  # the path answers from here after all (the relay unreachable)
             yield mutations.extend_timeout(step.wait_s)
-            if step.facts is not None:
-                self._apply(step.facts)
-            self.answer = None
-            assert self.req is not None
-            yield self._take(self.req, "", await step.run())
+            rec, self.answer = self.record, None
+            if rec is not None and step.facts is not None:
+                _apply(rec, step.facts)
+            taken = await step.run()
+            if rec is not None:
+                _apply(rec, taken.facts)
+            yield self._answered(taken)
             return
         yield self._seen(side, step)
 
@@ -187,22 +189,17 @@ class Exchange:
 
     # ---- the record ----------------------------------------------------------------------------
 
-    def _start(self, api: Api | str, rule: str, model: str, facts: Facts) -> None:
-        self.record = RequestRecord(request_id=self.headers.get("x-request-id", ""), api=str(api),
-                                    path=facts.path, rule=rule, model=model)
-        self._apply(facts)
-
-    def _apply(self, facts: Facts) -> None:
-        rec = self.record
-        assert rec is not None
-        rec.path, rec.served_model, rec.usage = facts.path, facts.served_model or rec.model, dict(facts.usage)
-        rec.fallback_reason, rec.error, rec.shadow_route = facts.fallback_reason, facts.error, facts.shadow_route
+    def _new_record(self, api: Api | str, rule: str, model: str, facts: Facts) -> RequestRecord:
+        rec = RequestRecord(request_id=self.headers.get("x-request-id", ""), api=str(api), path=facts.path,
+                            rule=rule, model=model)
+        _apply(rec, facts)
+        return rec
 
     def _report(self, facts: Facts, status: int) -> None:
         """What a path learned after the body phase (the relay served a skipped request): record it."""
         if self.record is None:
             return
-        self._apply(facts)
+        _apply(self.record, facts)
         self._recorded = False
         self._finish_record(status, settle=False)
 
@@ -226,3 +223,9 @@ class Exchange:
                 rec.path, self.rt.prices, self.req.model, draft.model, rec.usage.get("strong"),
                 rec.usage.get("draft"), self.rt.cfg.router.economics.instruction_tokens)
         self.ledger.record(rec)
+
+
+def _apply(rec: RequestRecord, facts: Facts) -> None:
+    """What a path says happened, into the request's one record."""
+    rec.path, rec.served_model, rec.usage = facts.path, facts.served_model or rec.model, dict(facts.usage)
+    rec.fallback_reason, rec.error, rec.shadow_route = facts.fallback_reason, facts.error, facts.shadow_route
