@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from cascade_extproc import config
+from cascade_extproc._proto import external_processor_pb2 as ep
 from cascade_extproc._proto import external_processor_pb2_grpc as ep_grpc
 from cascade_extproc.app import App
 from cascade_extproc.sim import SimProvider
@@ -192,3 +193,28 @@ def test_cascade_answers_with_an_immediate_response(tmp_path):
     assert hs["content-type"].startswith("text/event-stream") and hs["x-cascade-path"] == "accepted"
     assert imm.body.startswith(b"event: message_start")
     assert models == ["sim-draft-anthropic", "claude-sonnet-5"]  # draft first, then the verifier
+
+
+def test_relay_unreachable_the_strong_model_answers_from_the_server(tmp_path):
+    """Envoy could not reach the relay (its own 503 for the skipped route): the server answers the
+    client's request from the strong model itself, with the client's credentials, and records a
+    fallback (extproc/paths/skip.py RelayWatch, the shell's answer side)."""
+    async def scenario(app, sims):
+        body = model_call("/v1/messages", {"model": "claude-sonnet-5", "max_tokens": 10,
+                                           "messages": [{"role": "user", "content": "hi"}]})
+        headers = ep.ProcessingRequest(response_headers=ep.HttpHeaders(
+            headers={"headers": [{"key": ":status", "raw_value": b"503"}]}))
+        out = await exchange(app, body, headers)
+        return out, [(r.json["model"], r.headers.get("x-api-key")) for r in sims["anthropic"].received], \
+            list(app.ledger._recent)
+    (to_relay, extend, answer), calls, records = run(tmp_path, {}, scenario)
+    assert metadata(to_relay)["route"] == "relay"
+    assert extend.override_message_timeout.seconds == 120 + 5
+    assert answer.immediate_response.status.code == 200
+    assert {h.header.key: h.header.raw_value.decode() for h in answer.immediate_response.headers.set_headers}[
+        "x-cascade-path"] == "fallback"
+    assert calls == [("claude-sonnet-5", CLIENT_KEY)]  # the strong model alone, the client's key
+    (rec,) = records
+    assert (rec.path, rec.fallback_reason, rec.status, rec.served_model) == ("fallback", "relay-http-503", 200,
+                                                                             "claude-sonnet-5")
+    assert rec.usage["strong"].output_tokens > 0
