@@ -88,8 +88,8 @@ def in_envoy(repeat: int) -> None:
     from stack import LoopThread, free_port
 
     from cascade_extproc import config
-    from cascade_extproc.deploy import envoy_config
     from cascade_extproc.config import Addr
+    from cascade_extproc.deploy import envoy_config
     from cascade_extproc.deploy.envoy_proc import EnvoyProcess
 
     loop = LoopThread()

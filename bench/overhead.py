@@ -39,8 +39,8 @@ import yaml  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 from cascade_extproc import config as config_mod  # noqa: E402
-from cascade_extproc.deploy import envoy_config  # noqa: E402
 from cascade_extproc.config import Addr  # noqa: E402
+from cascade_extproc.deploy import envoy_config  # noqa: E402
 from cascade_extproc.deploy.envoy_proc import EnvoyProcess  # noqa: E402
 from cascade_extproc.sim import Latency  # noqa: E402
 from stack import LoopThread, free_port  # noqa: E402

@@ -20,12 +20,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from cascade_extproc import admin, config
 from cascade_extproc._proto import external_processor_pb2_grpc as ep_grpc
 from cascade_extproc.config import Addr, Config
+from cascade_extproc.extproc.relay import Relay
 from cascade_extproc.extproc.servicer import ExternalProcessor
 from cascade_extproc.metering.ledger import Ledger
 from cascade_extproc.metering.metrics import Metrics
 from cascade_extproc.metering.prices import PriceTable
 from cascade_extproc.providers import HttpProvider
-from cascade_extproc.extproc.relay import Relay
 from cascade_extproc.reload import ConfigWatcher
 from cascade_extproc.routing.router import Router
 from cascade_extproc.types import Api

@@ -134,8 +134,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_envoy_config(args: argparse.Namespace) -> int:
-    from cascade_extproc.deploy import envoy_config
     from cascade_extproc.config import Addr
+    from cascade_extproc.deploy import envoy_config
+
     cfg = _load(args.config)
     transparent = None
     try:

@@ -13,10 +13,9 @@ import socket
 import sys
 import tempfile
 
-from cascade_extproc.deploy import envoy_config
 from cascade_extproc.app import App, wait_for_signal
-from cascade_extproc.config import Config, replace_providers
-from cascade_extproc.config import Addr
+from cascade_extproc.config import Addr, Config, replace_providers
+from cascade_extproc.deploy import envoy_config
 from cascade_extproc.deploy.envoy_proc import EnvoyProcess
 from cascade_extproc.sim import SimProvider
 from cascade_extproc.types import Api

@@ -16,8 +16,8 @@ import secrets
 from aiohttp import web
 
 from cascade_extproc.cascade import skipped
-from cascade_extproc.headers import RELAY_PATH, TICKET_HEADER
 from cascade_extproc.cascade.skipped import SkipCall
+from cascade_extproc.headers import RELAY_PATH, TICKET_HEADER
 
 log = logging.getLogger("cascade_extproc.relay")
 

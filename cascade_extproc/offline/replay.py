@@ -20,8 +20,8 @@ from typing import Any, Iterable, TextIO
 from cascade_extproc import codecs
 from cascade_extproc.config import Config
 from cascade_extproc.metering.prices import PriceTable
-from cascade_extproc.routing.router import Router
 from cascade_extproc.offline.transcripts import RecordedCall
+from cascade_extproc.routing.router import Router
 from cascade_extproc.types import Api, Route, Usage
 
 REPLAY_HEADERS = {"user-agent": "claude-cli/replay (cascade-extproc)", "anthropic-version": "2023-06-01"}

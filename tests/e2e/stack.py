@@ -21,8 +21,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from cascade_extproc import config as config_mod
-from cascade_extproc.deploy import envoy_config
 from cascade_extproc.config import Addr
+from cascade_extproc.deploy import envoy_config
 from cascade_extproc.deploy.envoy_proc import EnvoyProcess
 from cascade_extproc.sim import SimProvider
 

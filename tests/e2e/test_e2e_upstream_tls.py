@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from cascade_extproc import config
-from cascade_extproc.deploy import certs, envoy_config
 from cascade_extproc.config import Addr
+from cascade_extproc.deploy import certs, envoy_config
 from cascade_extproc.deploy.envoy_proc import EnvoyProcess
 from cascade_extproc.sim import SimProvider
 from stack import CLIENT_KEY, LoopThread, free_port

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from cascade_extproc.deploy import certs, envoy_config
 from cascade_extproc import config as config_mod
 from cascade_extproc.config import Addr
+from cascade_extproc.deploy import certs, envoy_config
 from cascade_extproc.deploy.envoy_config import TransparentConfig
 from transparent_net import (CAPTURE_RULE, ENVOY_UID, SERVER_UID, TEST_CA_NAME, TRANSPARENT_PORT, NetNs,
                              as_uid, make_test_pki, python, real_envoy_binary, require_netns, workdir)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from cascade_extproc.deploy import certs, envoy_config
 from cascade_extproc import config as config_mod
 from cascade_extproc.config import Addr
+from cascade_extproc.deploy import certs, envoy_config
 from cascade_extproc.deploy.envoy_config import TransparentConfig
 from transparent_net import ENVOY_UID, TRANSPARENT_PORT, NetNs, as_uid, python, real_envoy_binary, require_netns, workdir
 

@@ -9,8 +9,7 @@ import re
 import pytest
 
 from cascade_extproc import codecs
-from cascade_extproc.cascade import bodies, verify
-from cascade_extproc.cascade import run as cascade_run
+from cascade_extproc.cascade import bodies, run as cascade_run, verify
 from cascade_extproc.cascade.run import CascadeCall, CascadeError, Outcome
 from cascade_extproc.codecs import provenance
 from cascade_extproc.providers import ProviderError, ProviderStatus, ProviderTimeout

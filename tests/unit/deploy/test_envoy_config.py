@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from cascade_extproc import cli, config
-from cascade_extproc.deploy import envoy_config
 from cascade_extproc.config import Addr
+from cascade_extproc.deploy import envoy_config
 from cascade_extproc.deploy.envoy_proc import envoy_binary
 from cascade_extproc.headers import CLIENT_CREDENTIALS
 

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from cascade_extproc import cli, config
-from cascade_extproc.deploy import certs, envoy_config
 from cascade_extproc.config import Addr
+from cascade_extproc.deploy import certs, envoy_config
 from cascade_extproc.deploy.envoy_config import EXT_PROC, TransparentConfig
 from cascade_extproc.deploy.envoy_proc import envoy_binary
 from cascade_extproc.headers import API_HEADER, INTERNAL_HEADERS, PATH_HEADER, PROVIDER_PATHS, TICKET_HEADER
