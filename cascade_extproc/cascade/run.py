@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from cascade_extproc.cascade import verify
-from cascade_extproc.cascade.bodies import draft_body, verify_body
+from cascade_extproc.cascade.bodies import draft_body, draft_limit, verify_body
+from cascade_extproc.cascade.repetition import looping_answer
 from cascade_extproc.codecs import provenance
 from cascade_extproc.providers import Provider, ProviderError
-from cascade_extproc.types import Path, Request, Response
+from cascade_extproc.types import Path, Request, Response, StopReason
 
 
 # Observes a provider call: (provider, call, seconds), e.g. ("strong", "verify", 1.2).
@@ -18,10 +19,13 @@ CallTimer = Callable[[str, str, float], None]
 
 
 class CascadeError(Exception):
-    def __init__(self, stage: str, cause: Exception | str, draft: Response | None = None):
+    def __init__(self, stage: str, cause: Exception | str, draft: Response | None = None, reason: str = "",
+                 spent: Response | None = None):
         super().__init__(f"{stage}: {cause}")
-        self.stage = stage  # "draft" or "verify": the metric's fallback reason
+        self.stage = stage  # "draft" or "verify"
+        self.reason = reason or f"{stage}-failed"  # the fallback reason, in the metrics and the log line
         self.draft = draft  # the unverified draft, when verification is what failed
+        self.spent = spent or draft  # a draft that was paid for, served or not (its usage is metered)
 
 
 @dataclass
@@ -44,6 +48,8 @@ class CascadeCall:
     draft_timeout_s: float
     verify_timeout_s: float
     on_call: CallTimer | None = None  # told how long each of the two calls took
+    draft_max_tokens: int | None = None  # the draft's output budget (bodies.draft_limit)
+    detect_repetition: bool = False  # a draft caught looping (repetition.py) is a failed draft
 
 
 async def _timed(call: CascadeCall, provider: str, name: str, coro):
@@ -56,11 +62,17 @@ async def _timed(call: CascadeCall, provider: str, name: str, coro):
 
 
 async def run(req: Request, call: CascadeCall) -> Outcome:
+    body = draft_body(req, call.draft.api, call.draft_model, budget=call.draft_max_tokens)
     try:
-        draft = await _timed(call, "draft", "draft", call.draft.complete(
-            draft_body(req, call.draft.api, call.draft_model), call.draft_headers, call.draft_timeout_s))
+        draft = await _timed(call, "draft", "draft", call.draft.complete(body, call.draft_headers,
+                                                                         call.draft_timeout_s))
     except ProviderError as exc:
         raise CascadeError("draft", exc) from exc
+    # A failed draft is never verified, let alone served: the strong model answers instead.
+    if call.detect_repetition and looping_answer(draft):
+        raise CascadeError("draft", "the draft repeats itself", reason="draft-degenerate", spent=draft)
+    if draft.stop_reason is StopReason.MAX_TOKENS and draft_limit(req, call.draft_max_tokens) is not None:
+        raise CascadeError("draft", "the draft ran out of its output budget", reason="draft-budget", spent=draft)
     provenance.strip_reasoning(draft)
     nonce = verify.new_nonce()
     try:

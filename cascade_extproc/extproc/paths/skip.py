@@ -40,7 +40,7 @@ class SkipPath:
         cfg = self.rt.cfg
         draft = cfg.providers.for_api(req.api).draft
         draft_api = draft.api(req.api)
-        body = draft_body(req, draft_api, draft.model, stream=req.stream)
+        body = draft_body(req, draft_api, draft.model, stream=req.stream, budget=cfg.cascade.draft_max_tokens)
         usage_injected = needs_usage_chunk(req, cfg)
         if usage_injected and draft_api is req.api:
             body = ask_usage(body)
