@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import aiohttp
 import pytest
 
-from cascade_extproc.providers import (HttpProvider, ProviderError, ProviderMalformed, ProviderStalled, ProviderStatus,
+from cascade_extproc.providers import (HttpProvider, ProviderDeadline, ProviderError, ProviderMalformed, ProviderStalled, ProviderStatus,
                                        ProviderTimeout, ProviderTransport)
 from cascade_extproc.sim import SimProvider
 from cascade_extproc.types import Api
@@ -69,3 +70,39 @@ def test_a_failed_connection_is_transport():
             return info.value
     err = asyncio.run(main())
     assert type(err) is ProviderTransport and err.reason == "transport: ClientConnectorError"
+
+
+def read_until(deadline_in_s: float, timeout_s: float, ttft_s: float = 0.0, tokens_per_s: float = 0.0):
+    """Read a streamed answer with a deadline (from now): the error it ends with, or None, and
+    how long it took."""
+    async def main():
+        sim = SimProvider("anthropic")
+        sim.latency.ttft_s, sim.latency.tokens_per_s = ttft_s, tokens_per_s
+        await sim.start()
+        t0 = time.monotonic()
+        try:
+            async with aiohttp.ClientSession() as session:
+                provider = HttpProvider(Api.ANTHROPIC, sim.url, session)
+                try:
+                    async with provider.open(STREAM, HEADERS, timeout_s, deadline=t0 + deadline_in_s) as up:
+                        await up.read()
+                except ProviderError as exc:
+                    return exc, time.monotonic() - t0
+                return None, time.monotonic() - t0
+        finally:
+            await sim.stop()
+    return asyncio.run(main())
+
+
+def test_past_the_callers_deadline_nothing_more_is_read():
+    """A steady stream that would take ~2 s, every chunk in time: the deadline ends it."""
+    err, took = read_until(0.5, timeout_s=5, tokens_per_s=10)
+    assert type(err) is ProviderDeadline and err.reason == "deadline"
+    assert 0.4 < took < 1.5
+    # Waiting for the first token: the deadline, when it comes before the idle timeout
+    err, took = read_until(0.3, timeout_s=5, ttft_s=2)
+    assert type(err) is ProviderDeadline and took < 1.5
+    # The idle timeout still wins when it comes first
+    err, _ = read_until(5, timeout_s=0.3, ttft_s=2)
+    assert type(err) is ProviderStalled
+    assert read_until(5, timeout_s=5)[0] is None  # in time: no error
