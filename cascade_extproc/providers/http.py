@@ -41,6 +41,8 @@ class Upstream:
     async def chunks(self) -> AsyncIterator[bytes]:
         while True:
             wait, late = _wait(self.idle_timeout_s, self.deadline)
+            if late and wait <= 0:  # checked first: a chunk already buffered would beat a zero timeout
+                raise ProviderDeadline()
             try:
                 async with asyncio.timeout(wait):
                     chunk = await self._resp.content.readany()

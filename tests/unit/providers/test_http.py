@@ -106,3 +106,28 @@ def test_past_the_callers_deadline_nothing_more_is_read():
     err, _ = read_until(5, timeout_s=0.3, ttft_s=2)
     assert type(err) is ProviderStalled
     assert read_until(5, timeout_s=5)[0] is None  # in time: no error
+
+
+def test_the_deadline_holds_against_a_provider_that_never_pauses():
+    """Chunks always waiting in the buffer (a fast runaway answer): reading them never suspends,
+    so a zero timeout alone would never fire; the deadline is checked before each read."""
+    from types import SimpleNamespace
+
+    from cascade_extproc.providers.http import Upstream
+
+    class Endless:
+        async def readany(self):
+            return b"data: {}\n\n"  # returns without ever suspending
+
+    async def main():
+        resp = SimpleNamespace(status=200, content_type="text/event-stream", content=Endless())
+        up = Upstream(resp, 5, deadline=time.monotonic() + 0.05)  # type: ignore[arg-type]
+        n = 0
+        with pytest.raises(ProviderDeadline):
+            async for _ in up.chunks():
+                n += 1
+                if n % 1000 == 0:
+                    await asyncio.sleep(0.01)
+                assert n < 10_000_000
+        return n
+    assert asyncio.run(main()) > 0
