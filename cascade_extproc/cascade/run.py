@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from cascade_extproc.cascade import verify
-from cascade_extproc.cascade.bodies import draft_body, draft_limit, verify_body
-from cascade_extproc.cascade.repetition import looping_answer
+from cascade_extproc.cascade.bodies import draft_body, verify_body
+from cascade_extproc.cascade.draft_checks import DEGENERATE, failed_draft
 from cascade_extproc.codecs import provenance
 from cascade_extproc.providers import Provider, ProviderError
-from cascade_extproc.types import Path, Request, Response, StopReason
+from cascade_extproc.types import Path, Request, Response
 
 
 # Observes a provider call: (provider, call, seconds), e.g. ("strong", "verify", 1.2).
@@ -68,11 +68,12 @@ async def run(req: Request, call: CascadeCall) -> Outcome:
                                                                          call.draft_timeout_s))
     except ProviderError as exc:
         raise CascadeError("draft", exc) from exc
-    # A failed draft is never verified, let alone served: the strong model answers instead.
-    if call.detect_repetition and looping_answer(draft):
-        raise CascadeError("draft", "the draft repeats itself", reason="draft-degenerate", spent=draft)
-    if draft.stop_reason is StopReason.MAX_TOKENS and draft_limit(req, call.draft_max_tokens) is not None:
-        raise CascadeError("draft", "the draft ran out of its output budget", reason="draft-budget", spent=draft)
+    # A failed draft (draft_checks: it loops, or ran out of our budget) is never verified, let
+    # alone served: the strong model answers instead.
+    failed = failed_draft(req, draft, call.draft_max_tokens, call.detect_repetition)
+    if failed:
+        why = "the draft repeats itself" if failed == DEGENERATE else "the draft ran out of its output budget"
+        raise CascadeError("draft", why, reason=failed, spent=draft)
     provenance.strip_reasoning(draft)
     nonce = verify.new_nonce()
     try:
