@@ -3,7 +3,9 @@
 Small models degenerate: greedy decoding falls into a cycle ("la la la ...", a sentence, a few
 lines, again and again) and never stops on its own. What such text has that real text does not:
 over its last stretch, the same few n-grams, over and over. So the detector keeps the last
-`window` tokens (words and runs of punctuation) and, every `every` new tokens once it has seen
+`window` tokens (words, runs of ASCII punctuation, any other symbol alone; a token longer than 8
+characters in pieces of 8, so a loop with no space in it, "🌍🌍🌍…" or "aaaa…", has tokens
+too) and, every `every` new tokens once it has seen
 `min_tokens`, counts the distinct `ngram`-grams in that window: a cycle of p tokens makes at most p
 of them, real prose and code nearly one per position. At most `max_distinct` of the window's
 n-grams distinct: the draft is looping.
@@ -13,8 +15,8 @@ With the defaults: a one-word loop is caught at 256 tokens, a 40-token sentence 
 window. A short repetition ("yes yes") never is (no verdict under 256 tokens), nor is a list of
 distinct items (each item makes new n-grams). Real text stays far above the line: the lowest
 share in any window of the 642 assistant blocks of the Claude Code sessions in the tuning set
-(texts and tool-call arguments, files written whole among them) is 0.47, of this repository's
-files 0.37 (a Grafana dashboard's JSON); the line is 0.25. What it would take for real text:
+(texts and tool-call arguments, files written whole among them) is 0.45, of this repository's
+files 0.38 (a Grafana dashboard's JSON); the line is 0.25. What it would take for real text:
 hundreds of tokens of the same few (a long run of identical array entries). What it cannot see:
 a cycle longer than a quarter of the window (whole paragraphs repeated), which the output budget
 and the time limit bound instead.
@@ -31,7 +33,12 @@ from dataclasses import dataclass
 
 from cascade_extproc.types import Response
 
-_TOKEN = re.compile(r"\w+|[^\w\s]+")
+# Words, runs of ASCII punctuation (code's `->`, `==`, `}}`), and any other symbol on its own: an
+# emoji or a CJK mark said again and again with no space between is a loop too (a local SmolLM2
+# draft, asked "Say hi", ended in hundreds of 🌍). A token longer than _LONGEST (a run of one
+# character, a CJK sentence with no spaces) is judged in pieces of that length from its start.
+_TOKEN = re.compile(r"\w+|[!-/:-@\[-`{-~]+|[^\w\s]")
+_LONGEST = 8
 # Tool-call arguments arrive as JSON text: judged unescaped, so code's escaped newlines and quotes
 # read as what they are (escaped, every indented line starts with the same `\n` and spaces).
 _ESCAPE = re.compile(r'\\(["\\/bfnrt])')
@@ -70,18 +77,24 @@ class RepetitionDetector:
             text = _ESCAPE.sub(lambda m: _UNESCAPED[m.group(1)], text)
         text = self._partial + text
         tokens = _TOKEN.findall(text)
-        # A piece that ends inside a token (no space or punctuation after it) may go on next time.
-        self._partial = tokens.pop() if tokens and not text[-1].isspace() and text.endswith(tokens[-1]) else ""
+        # A piece that ends inside a token (no space or punctuation after it) may go on next time;
+        # its whole pieces of _LONGEST characters are final already.
+        partial = tokens.pop() if tokens and not text[-1].isspace() and text.endswith(tokens[-1]) else ""
+        whole = len(partial) - len(partial) % _LONGEST
+        self._partial = partial[whole:]
+        if whole:
+            tokens.append(partial[:whole])
         for token in tokens:
-            self._add(token)
-            if self.tripped:
-                break
+            for i in range(0, len(token), _LONGEST):
+                self._add(token[i:i + _LONGEST])
+                if self.tripped:
+                    return True
         return self.tripped
 
     def end(self) -> bool:
         """No more text: judge the last token too."""
         if self._partial and not self.tripped:
-            self._add(self._partial)
+            self._add(self._partial)  # shorter than _LONGEST: whole pieces went already
         self._partial = ""
         return self.tripped
 

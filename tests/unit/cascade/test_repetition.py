@@ -122,3 +122,29 @@ def test_the_limits_are_the_knobs():
     tight = Limits(window=64, min_tokens=16, every=8)
     assert looping("yes " * 40, tight)
     assert not looping("yes " * 40)
+
+
+@pytest.mark.parametrize("start, unit", [
+    ("Awwwwww, welcome to my world! 😎", "🌍"),  # what a local SmolLM2 draft said to "Say hi"
+    ("Hello", "a"),  # one letter, no space ever
+    ("你好。", "我很高兴帮助你"),  # a CJK sentence with no spaces, again and again
+    ("x = ", "=+"),  # a run of ASCII punctuation that never ends
+])
+def test_a_loop_with_no_space_in_it_is_caught_too(start, unit):
+    """No space, so no word ends: symbols count one by one, and an endless token in pieces."""
+    text = start + unit * 3000
+    assert looping(text)
+    d = RepetitionDetector()  # streamed a unit at a time, as a model says it
+    d.feed(start)
+    for i in range(3000):
+        if d.feed(unit):
+            break
+    assert d.tripped and i < 2500  # a one-letter run: 256 pieces of 8
+    assert not looping(start + unit * 3)  # "🌍🌍🌍" at the end of a greeting is fine
+
+
+def test_long_tokens_that_do_not_repeat_do_not():
+    rng = random.Random(7)
+    blob = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") for _ in range(20000))
+    assert not looping(blob)  # base64, one token 20,000 characters long
+    assert not looping(" ".join(f"{rng.getrandbits(128):032x}" for _ in range(500)))  # hashes
