@@ -101,7 +101,7 @@ async def run(args: argparse.Namespace, prices: PriceTable, tasks: list[AnyTask]
     return rows
 
 
-def main(args: argparse.Namespace, prices: PriceTable, out: TextIO = sys.stdout) -> int:
+def main(args: argparse.Namespace, prices: PriceTable, out: TextIO | None = None) -> int:
     try:
         tasks = select(SUITES[args.suite], args.tasks, args.limit)
         settings = _settings(args)
@@ -118,7 +118,7 @@ def main(args: argparse.Namespace, prices: PriceTable, out: TextIO = sys.stdout)
             "tasks": len(tasks), "baseline": args.baseline, "target": args.target, "seed": args.seed,
             "temperature": args.temperature, "max_tokens": args.max_tokens or "per task"}
     text = report.markdown(rows, BASELINE, meta, args.seed)
-    out.write(text)
+    (out or sys.stdout).write(text)
     if args.out:
         d = Path(args.out)
         d.mkdir(parents=True, exist_ok=True)
