@@ -24,7 +24,7 @@ from cascade_extproc.types import Api
 SUITES: dict[str, list[AnyTask]] = {"paper20": list(paper20.TASKS), "agentic": list(agentic.TASKS)}
 BASELINE = "baseline"
 KEY_ENV = {Api.ANTHROPIC: "ANTHROPIC_API_KEY", Api.OPENAI: "OPENAI_API_KEY"}
-DEFAULT_MODEL = {Api.ANTHROPIC: "claude-sonnet-4-5", Api.OPENAI: "gpt-5.4"}
+DEFAULT_MODEL = {Api.ANTHROPIC: "claude-sonnet-5", Api.OPENAI: "gpt-5.4"}
 
 
 def select(tasks: list[AnyTask], ids: str | None, limit: int | None) -> list[AnyTask]:
@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "included; without it, costs are priced from the answers' usage")
     p.add_argument("--baseline-admin", metavar="URL", help="the same for a baseline that is a stack")
     p.add_argument("--api", choices=[a.value for a in Api], default="anthropic")
-    p.add_argument("--model", help="the strong model the client asks for (default: claude-sonnet-4-5 / gpt-5.4)")
+    p.add_argument("--model", help="the strong model the client asks for (default: claude-sonnet-5 / gpt-5.4)")
     p.add_argument("--tasks", metavar="ID,ID", help="only these tasks, in this order")
     p.add_argument("--limit", type=int, help="only the first N tasks")
     p.add_argument("--seed", type=int, default=0, help="sent as the OpenAI seed; seeds the bootstrap")
