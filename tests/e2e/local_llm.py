@@ -26,7 +26,7 @@ STRONG_MODEL = {"anthropic": "claude-sonnet-5", "openai": "gpt-5.4"}  # what the
 DRAFT_MODEL = "local-draft"
 # The local draft priced like DeepSeek's chat model, so costs and savings show; the strong model
 # keeps the price of the model the client asked for. What the tiny model costs is not the point.
-LOCAL_PRICE = {"match": "local-*", "input": 0.27, "output": 1.10, "cache_write": 0.27, "cache_read": 0.07}
+LOCAL_PRICE = local_models.LOCAL_PRICE
 
 
 def require_local_models() -> None:

