@@ -222,13 +222,15 @@ def start_all(log_dir: Path | None = None, ports: dict[str, int] | None = None) 
 
 
 DEFAULT_PORTS = {"draft": 8181, "strong": 8182}  # `serve` and `config` agree on these by default
-LOCAL_PRICE = {"match": "local-*", "input": 0.27, "output": 1.10, "cache_write": 0.27, "cache_read": 0.07}
+LOCAL_PRICE = {"match": "local-draft", "input": 0.27, "output": 1.10, "cache_write": 0.27, "cache_read": 0.07}
 
 
 def stack_config(draft_port: int = DEFAULT_PORTS["draft"], strong_port: int = DEFAULT_PORTS["strong"]) -> dict:
     """A config for `cascade-extproc up --config` (or `serve`) whose providers, on both client APIs,
     are the two local servers: the draft model is `local-draft`, priced like DeepSeek's chat model
-    so costs and savings show (the strong model keeps the price of the model the client names);
+    so costs and savings show (the strong model keeps the price of the model the client names:
+    `local-strong`, the name the strong server gives its answers, has no price of its own, so an
+    eval pricing the strong server's answers falls back to the model it asked for);
     generous timeouts for a small shared machine. Pricing lists replace the defaults' list, so the
     defaults' prices are carried over. The draft key is any value: `CASCADE_DRAFT_API_KEY=local`."""
     import yaml

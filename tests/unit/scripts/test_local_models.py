@@ -105,3 +105,9 @@ def test_config_puts_both_apis_on_the_local_servers_and_keeps_the_default_prices
     assert {p.draft.model for p in (cfg.providers.anthropic, cfg.providers.openai)} == {"local-draft"}
     defaults = config_mod.load(None).pricing.models
     assert cfg.pricing.models == [lm.LOCAL_PRICE, *defaults]
+    # the strong server names its answers local-strong: not priced as the draft, so a baseline
+    # priced from its answers' usage falls back to the model asked for
+    from cascade_extproc.metering.prices import PriceTable
+
+    prices = PriceTable.from_config(cfg.pricing.models)
+    assert prices.lookup("local-draft") is not None and prices.lookup("local-strong") is None
