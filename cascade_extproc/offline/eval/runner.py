@@ -181,4 +181,6 @@ async def switch_setting(stack_config: Path, content: str, admin_url: str, sessi
         if (await ledger.read())["reloads_ok"] > before["reloads_ok"]:
             return
         await asyncio.sleep(0.2)
-    raise RuntimeError(f"the stack did not apply {stack_config} within {timeout:.0f} s (see its log)")
+    raise RuntimeError(f"the stack did not apply {stack_config} within {timeout:.0f} s: see its log (a refused "
+                       "key?); a stack started with `up` does not watch its config file: sweep a stack run "
+                       "with `serve --config FILE` behind Envoy (docs/quality.md)")
