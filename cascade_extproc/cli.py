@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -32,12 +33,28 @@ def _setup_logging(cfg: config_mod.Config) -> None:
     logs.setup(cfg.log_level, secrets=keys)
 
 
+# The event loop the server runs on: uvloop when it is installed (measured: docs/performance.md),
+# unless CASCADE_EXTPROC_LOOP=asyncio.
+LOOP_ENV = "CASCADE_EXTPROC_LOOP"
+
+
+def run_loop(coro: Any) -> Any:
+    if os.environ.get(LOOP_ENV, "uvloop") == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from cascade_extproc.app import serve
 
     cfg = _load(args.config)
     _setup_logging(cfg)
-    asyncio.run(serve(cfg, args.config))
+    run_loop(serve(cfg, args.config))
     return 0
 
 

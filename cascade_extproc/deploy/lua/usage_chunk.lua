@@ -78,12 +78,13 @@ end
 -- A key in a JSON string is escaped (\"usage\"), so text the model writes cannot match.
 local USAGE_EVENT = '"usage"%s*:%s*{'
 local STOP_EVENT = '"type"%s*:%s*"message_stop"'
-local DONE_EVENT = 'data:%s?%[DONE%]'
+local DONE_LINE = "data: ?%[DONE%]" -- a whole line: at the event's start or after a line break
 local MAX_HELD = 8 * 1024 * 1024 -- an event or a JSON answer larger than this is not metered
 local METER_KEYS = { type = true, object = true, model = true, usage = true, choices = true }
 
 local function metered_event(event)
-  return find(event, USAGE_EVENT) or find(event, STOP_EVENT) or find(event, DONE_EVENT)
+  return find(event, USAGE_EVENT) or find(event, STOP_EVENT) or find(event, "^" .. DONE_LINE)
+      or find(event, "\n" .. DONE_LINE)
 end
 
 -- The index of the end of the last whole event in data (0: none).
