@@ -11,6 +11,7 @@ message, or an SSE stream of --chunks text deltas with usage in message_start an
            the column is left out when it cannot be built);
 - sidecar: our Envoy filters in front of `cascade-extproc serve` (metering on: the usage comes
            back by Envoy's access log);
+- uvloop:  the same sidecar on uvloop (CASCADE_EXTPROC_LOOP=uvloop), behind its own Envoy;
 - litellm: LiteLLM's proxy, one worker, routing the same model to the same upstream (installed by
            bench/litellm.sh into ~/.cache/cascade-bench/litellm; left out when it is not there).
            Its added latency is over calling the upstream directly ("upstream" column), since it
@@ -92,6 +93,16 @@ class Upstream:
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_s(pid: int) -> float:
+    """A process's CPU time so far, threads that have ended included (the C++ server's pool
+    threads come and go, so per-thread schedstat would lose theirs): 10 ms ticks."""
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / TICK
+
+
 def build_floor() -> Path | None:
     if FLOOR_BIN.exists():
         return FLOOR_BIN
@@ -151,16 +162,27 @@ def main() -> None:
                                     "draft": {"base_url": upstream + ("/v1" if api == "openai" else ""),
                                               "model": "sim-draft-x", "api_key_file": str(tmp / "key"),
                                               "api_key_env": ""}} for api in ("anthropic", "openai")}}
+        os.environ["CASCADE_EXTPROC_LOOP"] = "asyncio"
         server, cfg = start_server(tmp, data)
         procs: dict[str, subprocess.Popen] = {"sidecar": server}
+        # The same server on uvloop, side by side (cli.LOOP_ENV).
+        uv_dir = tmp / "uv"
+        uv_dir.mkdir()
+        uv_grpc = f"unix:{uv_dir}/extproc.sock"
+        os.environ["CASCADE_EXTPROC_LOOP"] = "uvloop"
+        procs["uvloop"], _ = start_server(uv_dir, {**data, "listen": {
+            "grpc": uv_grpc, "admin": f"127.0.0.1:{free_port()}", "relay": f"127.0.0.1:{free_port()}"}})
+        del os.environ["CASCADE_EXTPROC_LOOP"]
         floor_grpc = f"unix:{tmp}/floor.sock"
         floor_bin = build_floor()
         if floor_bin is not None:
             procs["floor"] = subprocess.Popen([str(floor_bin), floor_grpc], stdout=subprocess.DEVNULL,
                                               stderr=subprocess.DEVNULL)
-        ports = {"alone": free_port(), **({"floor": free_port()} if "floor" in procs else {}), "sidecar": free_port()}
+        ports = {"alone": free_port(), **({"floor": free_port()} if "floor" in procs else {}), "sidecar": free_port(),
+                 "uvloop": free_port()}
+        server_of = {"floor": floor_grpc, "uvloop": uv_grpc}
         boots = {name: envoy_config.build(cfg, listen=Addr("127.0.0.1", port),
-                                          grpc=Addr.parse(floor_grpc if name == "floor" else grpc),
+                                          grpc=Addr.parse(server_of.get(name, grpc)),
                                           admin=Addr("127.0.0.1", 0)) for name, port in ports.items()}
         hcm = boots["alone"]["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
         hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.router"]
@@ -188,10 +210,11 @@ def main() -> None:
 
 def run(args, urls: dict[str, str], envoys: dict[str, EnvoyProcess], procs: dict[str, subprocess.Popen]) -> None:
     small = json.dumps({"model": MODEL, "max_tokens": 1024, "stream": True,
-                        "messages": [{"role": "user", "content": "hello " * 400}]}).encode()
+                        "messages": [{"role": "user", "content": "hello " * 400}]}, separators=(",", ":")).encode()
     big = json.loads(body(args.size, "direct"))
     big["model"] = MODEL
-    kinds = [("json", json.dumps(big).encode()), (f"sse {args.chunks}", small)]
+    # Compact JSON, as Claude Code (JSON.stringify) and the SDKs send it.
+    kinds = [("json", json.dumps(big, separators=(",", ":")).encode()), (f"sse {args.chunks}", small)]
     cols = list(urls)
     print(f"direct path, median of {args.repeat} interleaved runs; added: p50/p99 over Envoy alone "
           f"(litellm: over the upstream called directly); cpu: ms per call of the server process "
@@ -204,15 +227,16 @@ def run(args, urls: dict[str, str], envoys: dict[str, EnvoyProcess], procs: dict
             res: dict[str, list] = {c: [] for c in cols}
             for _ in range(args.repeat):
                 for c in cols:
-                    srv = procs.get("sidecar" if c == "sidecar" else c)
+                    srv = procs.get(c)
                     env = envoys.get(c)
-                    s0 = cpu_s(srv.pid) if srv else 0.0
+                    m = min(n, 40) if c == "litellm" else n  # 20-100x slower: fewer calls
+                    s0 = proc_cpu_s(srv.pid) if srv else 0.0
                     e0 = cpu_s(env.proc.pid) if env else 0.0
-                    lat, rps = asyncio.run(measure(urls[c], raw, n, conc))
-                    s1 = cpu_s(srv.pid) if srv else 0.0
+                    lat, rps = asyncio.run(measure(urls[c], raw, m, conc))
+                    s1 = proc_cpu_s(srv.pid) if srv else 0.0
                     e1 = cpu_s(env.proc.pid) if env else 0.0
-                    res[c].append((statistics.median(lat), pct(lat, 0.99), rps, (s1 - s0) * 1000 / n,
-                                   (e1 - e0) * 1000 / n))
+                    res[c].append((statistics.median(lat), pct(lat, 0.99), rps, (s1 - s0) * 1000 / m,
+                                   (e1 - e0) * 1000 / m))
             med = {c: [statistics.median(r[i] for r in res[c]) for i in range(5)] for c in cols}
             for c in cols:
                 base = med["upstream" if c == "litellm" else "alone"]
@@ -222,8 +246,8 @@ def run(args, urls: dict[str, str], envoys: dict[str, EnvoyProcess], procs: dict
                       f"{(f'{p50 - base[0]:+7.2f}' if added else ''):>7} {(f'{p99 - base[1]:+7.2f}' if added else ''):>7} "
                       f"{rps:>8.0f} {(f'{scpu:8.2f}' if c in procs else ''):>8} {(f'{ecpu:9.2f}' if c in envoys else ''):>9}")
             lines = []
-            s, a = med["sidecar"], med["alone"]
-            lines.append(f"sidecar cpu {s[3]:.2f} ms/call; envoy cpu {s[4] / a[4]:.2f}x envoy alone's")
+            s, a, uv = med["sidecar"], med["alone"], med["uvloop"]
+            lines.append(f"sidecar cpu {s[3]:.2f} ms/call (uvloop {uv[3]:.2f}); envoy cpu {s[4] / a[4]:.2f}x envoy alone's")
             if "floor" in med:
                 f = med["floor"]
                 lines.append(f"added p50 {(s[0] - a[0]) / max(f[0] - a[0], 1e-9):.2f}x the floor's; "
@@ -231,7 +255,7 @@ def run(args, urls: dict[str, str], envoys: dict[str, EnvoyProcess], procs: dict
             if "litellm" in med:
                 lt, u = med["litellm"], med["upstream"]
                 lines.append(f"litellm adds {(lt[0] - u[0]) / max(s[0] - a[0], 1e-9):.1f}x the sidecar's p50")
-            print("  -> " + "; ".join(lines) + "\n")
+            print("  -> " + "; ".join(lines) + "\n", flush=True)
 
 
 if __name__ == "__main__":

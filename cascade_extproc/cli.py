@@ -33,13 +33,14 @@ def _setup_logging(cfg: config_mod.Config) -> None:
     logs.setup(cfg.log_level, secrets=keys)
 
 
-# The event loop the server runs on: uvloop when it is installed (measured: docs/performance.md),
-# unless CASCADE_EXTPROC_LOOP=asyncio.
+# The event loop the server runs on: asyncio's, or uvloop (when installed) with
+# CASCADE_EXTPROC_LOOP=uvloop. Measured side by side (bench/floor.py, docs/performance.md): no
+# gain beyond noise here, since the cost per call is grpc's own machinery, not the loop's.
 LOOP_ENV = "CASCADE_EXTPROC_LOOP"
 
 
 def run_loop(coro: Any) -> Any:
-    if os.environ.get(LOOP_ENV, "uvloop") == "uvloop":
+    if os.environ.get(LOOP_ENV, "asyncio") == "uvloop":
         try:
             import uvloop
         except ImportError:

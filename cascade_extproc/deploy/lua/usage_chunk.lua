@@ -1,8 +1,9 @@
 -- The response filter before ext_proc (so, on the way back, after it): an OpenAI stream whose
 -- usage chunk the server asked for on the client's behalf (stream_options.include_usage, to
 -- meter it; ext_proc has read it by now) loses that chunk before the client sees it. The server
--- flags such a request with dynamic metadata `cascade.usage_injected = "1"`; every other answer
--- passes untouched, at the cost of one metadata lookup. Doing it here rather than in the
+-- flags such a request with dynamic metadata `cascade.usage_injected = "1"`. It also meters the
+-- answers the server no longer reads (`cascade.meter`, below). Every other answer passes
+-- untouched, at the cost of one metadata lookup. Doing it here rather than in the
 -- server means it still happens when the server dies mid-stream (failure_mode_allow).
 --
 -- Chunks pass as they come (bodyChunks: nothing is buffered); an event cut between two chunks
