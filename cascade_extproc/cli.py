@@ -105,7 +105,9 @@ def _route_lines(lines, router, api) -> int:
             out.update(path="direct", rule="unparsed-body", error=str(exc), features={})
         else:
             d = router.decide(req, len(raw))
-            out.update(path=str(d.route), rule=d.rule, features=d.features)
+            features = d.features
+            out.update(path=str(d.route), rule=d.rule,
+                       features=features.resolved() if hasattr(features, "resolved") else features)
         print(json.dumps(out), flush=True)
     return 0
 
