@@ -232,13 +232,20 @@ def run(args, urls: dict[str, str], envoys: dict[str, EnvoyProcess], procs: dict
                     m = min(n, 40) if c == "litellm" else n  # 20-100x slower: fewer calls
                     s0 = proc_cpu_s(srv.pid) if srv else 0.0
                     e0 = cpu_s(env.proc.pid) if env else 0.0
-                    lat, rps = asyncio.run(measure(urls[c], raw, m, conc))
+                    try:
+                        lat, rps = asyncio.run(measure(urls[c], raw, m, conc))
+                    except Exception as exc:  # a reset under load: the run is left out, and said
+                        print(f"({c}: a run failed: {exc!r})", flush=True)
+                        continue
                     s1 = proc_cpu_s(srv.pid) if srv else 0.0
                     e1 = cpu_s(env.proc.pid) if env else 0.0
                     res[c].append((statistics.median(lat), pct(lat, 0.99), rps, (s1 - s0) * 1000 / m,
                                    (e1 - e0) * 1000 / m))
-            med = {c: [statistics.median(r[i] for r in res[c]) for i in range(5)] for c in cols}
-            for c in cols:
+            med = {c: [statistics.median(r[i] for r in res[c]) for i in range(5)] for c in cols if res[c]}
+            if not {"alone", "sidecar", "uvloop", "upstream"} <= set(med):
+                print("  -> (too many failed runs)\n")
+                continue
+            for c in [c for c in cols if c in med]:
                 base = med["upstream" if c == "litellm" else "alone"]
                 p50, p99, rps, scpu, ecpu = med[c]
                 added = c not in ("alone", "upstream")

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import aiohttp
 import grpc
 from aiohttp import web
+from prometheus_client import Gauge
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from cascade_extproc import admin, config
@@ -130,6 +131,8 @@ class App:
         self._health = health.aio.HealthServicer()
         # Records of answers Envoy meters, waiting for its access log (extproc/access_log.py).
         self.access_log = AccessLogSink(AwaitingLog())
+        Gauge("cascade_metering_pending", "Records of answers Envoy meters, waiting for its access log entry.",
+              registry=self.metrics.registry).set_function(lambda: len(self.access_log.awaiting))
 
     def runtime(self) -> Runtime:
         assert self._runtime is not None, "App.start() first"
