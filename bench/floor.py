@@ -260,11 +260,12 @@ def run(args, urls: dict[str, str], envoys: dict[str, EnvoyProcess], procs: dict
                 ratio = (f"{(s[0] - a[0]) / (f[0] - a[0]):.2f}x the floor's" if f[0] - a[0] > 0.05
                          else "n/a (the floor's is within noise)")
                 lines.append(f"added p50 {ratio}; calls/s {s[2] / f[2]:.2f}x the floor's; "
-                             f"server cpu {s[3] / max(f[3], 1e-9):.1f}x the floor's")
+                             + (f"server cpu {s[3] / f[3]:.1f}x the floor's" if f[3] >= 0.05
+                                else "server cpu: the floor's under the clock's resolution"))
             if "litellm" in med:
                 lt, u = med["litellm"], med["upstream"]
                 lines.append(f"litellm adds {(lt[0] - u[0]) / (s[0] - a[0]):.1f}x the sidecar's p50" if s[0] - a[0] > 0.05
-                             else "litellm adds +{lt[0] - u[0]:.1f} ms, the sidecar within noise")
+                             else f"litellm adds +{lt[0] - u[0]:.1f} ms, the sidecar within noise")
             print("  -> " + "; ".join(lines) + "\n", flush=True)
 
 
