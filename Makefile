@@ -21,7 +21,10 @@ test: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
+# bench/floor.py builds the C++ floor (bench/floor/build.sh, Debian's grpc++ packages) and uses
+# LiteLLM's proxy when bench/litellm.sh has installed it; each column is left out otherwise.
 bench: $(STAMP)
+	$(BIN)/python bench/floor.py
 	$(BIN)/python bench/router.py
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/lua.py

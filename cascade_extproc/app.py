@@ -15,11 +15,14 @@ from typing import Any, Callable
 import aiohttp
 import grpc
 from aiohttp import web
+from prometheus_client import Gauge
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from cascade_extproc import admin, config
+from cascade_extproc._proto import als_pb2_grpc as als_grpc
 from cascade_extproc._proto import external_processor_pb2_grpc as ep_grpc
 from cascade_extproc.config import Addr, Config
+from cascade_extproc.extproc.access_log import AccessLogSink, AwaitingLog
 from cascade_extproc.extproc.relay import Relay
 from cascade_extproc.extproc.servicer import ExternalProcessor
 from cascade_extproc.metering.ledger import Ledger
@@ -32,6 +35,9 @@ from cascade_extproc.types import Api
 
 log = logging.getLogger("cascade_extproc")
 EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+# On shutdown, how long the access log entries of answers just finished may still arrive
+# (Envoy flushes every deploy/envoy_config.ACCESS_LOG_FLUSH).
+ACCESS_LOG_DRAIN_S = 0.5
 SOCKET_MODE = 0o660
 
 
@@ -123,6 +129,10 @@ class App:
         self._admin: web.AppRunner | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._health = health.aio.HealthServicer()
+        # Records of answers Envoy meters, waiting for its access log (extproc/access_log.py).
+        self.access_log = AccessLogSink(AwaitingLog())
+        Gauge("cascade_metering_pending", "Records of answers Envoy meters, waiting for its access log entry.",
+              registry=self.metrics.registry).set_function(lambda: len(self.access_log.awaiting))
 
     def runtime(self) -> Runtime:
         assert self._runtime is not None, "App.start() first"
@@ -139,7 +149,8 @@ class App:
             ("grpc.max_send_message_length", limit),
         ])
         ep_grpc.add_ExternalProcessorServicer_to_server(
-            ExternalProcessor(self.runtime, self.ledger), self._grpc)
+            ExternalProcessor(self.runtime, self.ledger, self.access_log.awaiting), self._grpc)
+        als_grpc.add_AccessLogServiceServicer_to_server(self.access_log, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         for service in ("", EXT_PROC_SERVICE):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -194,7 +205,8 @@ class App:
             self._watcher.cancel()
         await self._health.enter_graceful_shutdown()
         await asyncio.gather(*([self._grpc.stop(grace_s)] if self._grpc else []),
-                             *([self._relay.cleanup()] if self._relay else []))
+                             *([self._relay.cleanup()] if self._relay else []),
+                             self.access_log.close(min(ACCESS_LOG_DRAIN_S, grace_s)))
         if self._admin:
             await self._admin.cleanup()
         if self._session:

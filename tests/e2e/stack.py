@@ -148,9 +148,16 @@ class Stack:
         self.server.send_signal(signal.SIGKILL)
         self.server.wait(10)
 
-    def metrics_text(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=5) as r:
-            return r.read().decode()
+    def metrics_text(self, settle_s: float = 3.0) -> str:
+        """/metrics, once the records of answers Envoy metered have arrived with its access log
+        (batched every 0.1 s: cascade_metering_pending back to 0), or after `settle_s`."""
+        deadline = time.monotonic() + settle_s
+        while True:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+            if "\ncascade_metering_pending 0.0" in text or time.monotonic() > deadline:
+                return text
+            time.sleep(0.05)
 
     def requests_total(self, **labels: str) -> float:
         """Sum of cascade_requests_total over series matching `labels`."""

@@ -74,6 +74,9 @@ class Taken:
     facts: Facts
     status: int = 0  # answered here (an ImmediateResponse): the record is finished at once
     answer: AnswerSide | None = None  # watches the answer on its way back; None: Envoy skips it
+    # The request goes on to the strong provider and nothing here reads its answer: with metering
+    # on, Envoy meters it and its access log brings the usage back (extproc/access_log.py).
+    meter: bool = False
 
 
 @dataclass
