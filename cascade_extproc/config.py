@@ -150,6 +150,8 @@ class RouterConfig:
 class PricingConfig:
     # Ordered {match, input, output, cache_write, cache_read[, cache_write_1h]}, USD per MTok.
     models: list[dict[str, Any]] = field(default_factory=list)
+    # Ordered {match, mode: explicit | automatic, ttl_s}: how each provider caches prompts.
+    caches: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
