@@ -144,6 +144,8 @@ class RouterConfig:
     # Keyword classes: name → regex searched (case-insensitive) in the last user text.
     keywords: dict[str, str] = field(default_factory=dict)
     economics: Economics = field(default_factory=Economics)
+    # Conversations whose prompt-cache state the router keeps (an LRU; about 800 bytes each).
+    max_conversations: int = 10000
 
 
 @dataclass(frozen=True)
@@ -287,6 +289,8 @@ def _check(cfg: Config) -> None:
     for name in ("expected_output_tokens", "verdict_tokens", "instruction_tokens"):
         if getattr(eco, name) < 0:
             raise ConfigError(f"router.economics.{name}", "must be >= 0")
+    if cfg.router.max_conversations < 1:
+        raise ConfigError("router.max_conversations", "must be >= 1")
 
 
 def parse(data: Any) -> Config:
