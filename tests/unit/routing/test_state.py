@@ -127,3 +127,35 @@ def test_a_router_with_a_store_finds_the_conversation_by_its_fingerprint():
     other = req(turns("Write the release notes.", 1))
     c1, c2 = router.decide(one, len(one.raw)).conversation, router.decide(two, len(two.raw)).conversation
     assert c1 is c2 and router.decide(other, len(other.raw)).conversation is not c1 and len(store) == 2
+
+
+def test_settle_prices_the_live_baseline_from_the_counterfactual_strong_cache():
+    """A direct turn, two skipped turns, a direct turn (5-minute cache, breakpoint at the end):
+    the baseline reads what the strong model would hold had it answered every turn; the real
+    strong call writes the skipped turns' content. Opus: write $6.25, read $0.50, out $25/MTok."""
+    from cascade_extproc.types import Path, Usage
+    store = Conversations(max_entries=10)
+    router = Router.from_config(config.load(), store)
+    calls = [req(turns("Fix the flaky payment test.", n)) for n in range(4)]
+    d = [router.decide(r, len(r.raw), now=10.0 * i) for i, r in enumerate(calls)]
+    assert len({id(x.conversation) for x in d}) == 1
+    # Turn 0, direct: 10,000 written. Its baseline is itself.
+    b0 = router.settle(d[0], calls[0], Path.DIRECT, Usage(output_tokens=100, cache_write_tokens=10_000), None, now=0.0)
+    assert b0 == pytest.approx((10_000 * 6.25 + 100 * 25) * 1e-6)
+    # Turns 1 and 2, skipped: the draft read 10,500 then 11,000 tokens; the strong model would
+    # have read what it held and written 500 each time.
+    b1 = router.settle(d[1], calls[1], Path.SKIPPED, None, Usage(input_tokens=10_500, output_tokens=100), now=10.0)
+    assert b1 == pytest.approx((10_000 * 0.5 + 500 * 6.25 + 100 * 25) * 1e-6)
+    b2 = router.settle(d[2], calls[2], Path.SKIPPED, None, Usage(input_tokens=11_000, output_tokens=100), now=20.0)
+    assert b2 == pytest.approx((10_500 * 0.5 + 500 * 6.25 + 100 * 25) * 1e-6)
+    # Turn 3, direct, a 12,000-token prompt: the real strong cache still held turn 0's 10,000
+    # (read) and wrote the skipped turns' 1,000 with this turn's 1,000; the baseline reads
+    # 11,000 and writes only this turn's 1,000.
+    real = Usage(output_tokens=100, cache_read_tokens=10_000, cache_write_tokens=2_000)
+    b3 = router.settle(d[3], calls[3], Path.DIRECT, real, None, now=30.0)
+    assert b3 == pytest.approx((11_000 * 0.5 + 1_000 * 6.25 + 100 * 25) * 1e-6)
+    conv = d[0].conversation
+    assert conv.strong.tokens == conv.baseline.tokens == 12_000 and conv.draft.tokens == 11_000
+    # Without a conversation (a router with no store, replay's own), nothing to settle.
+    bare = Router.from_config(config.load())
+    assert bare.settle(bare.decide(calls[0], len(calls[0].raw)), calls[0], Path.DIRECT, real, None) is None
