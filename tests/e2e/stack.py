@@ -76,7 +76,9 @@ class Stack:
         self.sims = {}
         for api in ("anthropic", "openai"):
             self.sims[f"strong_{api}"] = SimProvider(api, name=f"strong-{api}")
-            self.sims[f"draft_{api}"] = SimProvider(formats[api], name=f"draft-{api}", base_path=draft_base_path)
+            # The drafts cache as DeepSeek does: automatically, kept for an hour (pricing.caches).
+            self.sims[f"draft_{api}"] = SimProvider(formats[api], name=f"draft-{api}", base_path=draft_base_path,
+                                                    cache="automatic", cache_ttl_s=3600)
         for sim in self.sims.values():
             self.loop.run(sim.start("127.0.0.1", 0))
         self.grpc_port, self.admin_port, self.port = free_port(), free_port(), free_port()
