@@ -102,6 +102,31 @@ def requested_ttl(raw: bytes) -> float | None:
     return FIVE_MINUTES
 
 
+def asked_ttl(body: dict, raw: bytes) -> float | None:
+    """requested_ttl, fast on a parsed Anthropic request (the router's budget): the breakpoints
+    Claude Code and the SDKs set are on the tools, the system blocks and the newest messages, so
+    those are read; only when none has one are the bytes searched for a breakpoint elsewhere
+    (a 1-hour TTL on an older message alone is then taken for 5 minutes). A short needle such as
+    '"1h"' costs a byte search ~150 us on a 200 KB body (JSON is full of quotes): avoided."""
+    found: float | None = None
+    messages = body.get("messages")
+    tail = messages[-2:] if isinstance(messages, list) else []
+    tools = body.get("tools")
+    system = body.get("system")
+    for group in (tools[-1:] if isinstance(tools, list) else [], system if isinstance(system, list) else [],
+                  *((m.get("content") if isinstance(m, dict) and isinstance(m.get("content"), list) else [])
+                    for m in tail)):
+        for b in group:
+            cc = b.get("cache_control") if isinstance(b, dict) else None
+            if isinstance(cc, dict):
+                if cc.get("ttl") == "1h":
+                    return ONE_HOUR
+                found = FIVE_MINUTES
+    if found is not None:
+        return found
+    return FIVE_MINUTES if raw.find(b'"cache_control"') >= 0 else None
+
+
 @dataclass(slots=True)
 class ProviderCache:
     """What one provider holds of one conversation, as far as we know."""

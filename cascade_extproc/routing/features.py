@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from cascade_extproc.config import ConfigError, Economics
-from cascade_extproc.metering.cache import CacheTable, Conversation, Side, requested_ttl
+from cascade_extproc.metering.cache import CacheTable, Conversation, Side, asked_ttl
 from cascade_extproc.metering.prices import Price, PriceTable
 from cascade_extproc.routing.economics import cascade_saving, skip_saving
 from cascade_extproc.types import Api, Request
@@ -142,7 +142,7 @@ def extract(req: Request, body_bytes: int, ctx: Context | None = None, conv: Con
         strong, draft = prices
         features["priced"] = strong is not None and draft is not None
         if strong is not None and draft is not None:  # else rules on the savings do not match
-            ask = requested_ttl(req.raw) if anthropic else None
+            ask = asked_ttl(req.body, req.raw) if anthropic else None
             sides = (Side(req.model, strong, ctx.caches.lookup(req.model)),
                      Side(draft_model, draft, ctx.caches.lookup(draft_model)))
             features["cascade_saving"] = cascade_saving(conv, *sides, now, context, ask, ctx.economics)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from cascade_extproc.config import Config
-from cascade_extproc.metering.cache import CacheTable, Conversation, Finished, Side, requested_ttl, settle
+from cascade_extproc.metering.cache import CacheTable, Conversation, Finished, Side, asked_ttl, settle
 from cascade_extproc.metering.prices import PriceTable
 from cascade_extproc.routing.features import Context, compile_keywords, extract
 from cascade_extproc.routing.rules import RuleSet
@@ -60,7 +60,7 @@ class Router:
         f = decision.all_features
         appended = (draft_usage.output_tokens if draft_usage else 0) + self.ctx.economics.instruction_tokens
         done = Finished(path=path, strong_usage=strong_usage, draft_usage=draft_usage,
-                        ask=requested_ttl(req.raw) if req.api is Api.ANTHROPIC else None, appended=appended,
+                        ask=asked_ttl(req.body, req.raw) if req.api is Api.ANTHROPIC else None, appended=appended,
                         context=int(f.get("context_tokens") or 0), last_turn=int(f.get("last_turn_tokens") or 0))
         base = settle(conv, done, time.monotonic() if now is None else now, strong, draft)
         if base is None or strong.price is None:

@@ -2,8 +2,9 @@
 (metering/cache.py's Conversation), in a bounded LRU keyed by a fingerprint of the conversation.
 
 The fingerprint hashes what starts the conversation's prompt, the part a provider's cache keys
-on first: the tools' names, the system prompt and the first user message (each by its length
-and its first and last 2 KB, so a 200 KB body costs a few microseconds, not a hash of it all).
+on first: the tools (their count, the first and last one's name), the system prompt and the
+first user message (each by its length and its first and last 256 characters: about 12 us on a
+200 KB body, not a hash of it all).
 - Stable across turns: a conversation only grows at its end; those three stay as they were.
 - Distinct across conversations: a new session, a subagent (its own system prompt and task),
   or a compacted conversation (its summary is the new first message) each starts differently.
@@ -24,7 +25,7 @@ from typing import Any
 from cascade_extproc.metering.cache import Conversation
 from cascade_extproc.types import Api, Request
 
-EDGE = 2048  # characters hashed from each end of a long part
+EDGE = 256  # characters hashed from each end of a long part (with its length)
 
 
 class Conversations:
@@ -68,7 +69,10 @@ def fingerprint(req: Request) -> bytes:
     h = hashlib.blake2b(digest_size=16)
     h.update(req.api.value.encode())
     tools = body.get("tools") if isinstance(body.get("tools"), list) else []
-    h.update("\x1f".join(_tool_name(t) for t in tools).encode("utf-8", "replace"))
+    # The tools by count and by the first and last one's name: a conversation keeps its tools,
+    # and conversations with other tools (a subagent) have another system prompt too.
+    h.update(b"%d\x1f%s\x1f%s" % (len(tools), _tool_name(tools[0]).encode("utf-8", "replace") if tools else b"",
+                                  _tool_name(tools[-1]).encode("utf-8", "replace") if tools else b""))
     if req.api is Api.ANTHROPIC:
         system = _text(body.get("system"))
         first = next((m for m in messages if isinstance(m, dict) and m.get("role") == "user"), None)

@@ -1,11 +1,13 @@
 """The cache model, on hand-computed cases: what each provider holds, what a request costs now,
 and the baseline (the strong model had every turn gone to it) of a finished request."""
+import json
+
 import pytest
 
 from cascade_extproc import config
 from cascade_extproc.config import ConfigError
 from cascade_extproc.metering import cache
-from cascade_extproc.metering.cache import (ONE_HOUR, CacheRules, CacheTable, Conversation, Finished, Mode,
+from cascade_extproc.metering.cache import (FIVE_MINUTES, ONE_HOUR, CacheRules, CacheTable, Conversation, Finished, Mode,
                                             ProviderCache, Side, expect, requested_ttl, settle)
 from cascade_extproc.metering.prices import Price
 from cascade_extproc.types import Path, Usage
@@ -191,3 +193,17 @@ def test_bad_cache_entries_name_the_key(entry, key):
 
 def test_module_is_pure():
     assert not any(name in cache.__dict__ for name in ("asyncio", "aiohttp", "grpc", "time"))
+
+
+def test_asked_ttl_reads_the_breakpoints_where_clients_put_them():
+    from cascade_extproc.metering.cache import asked_ttl
+    cc, cc1h = {"type": "ephemeral"}, {"type": "ephemeral", "ttl": "1h"}
+    last = {"role": "user", "content": [{"type": "text", "text": "go", "cache_control": cc}]}
+    old = {"role": "user", "content": [{"type": "text", "text": "old", "cache_control": cc1h}]}
+    assert asked_ttl({"messages": [last]}, b"") == FIVE_MINUTES
+    assert asked_ttl({"system": [{"type": "text", "text": "s", "cache_control": cc1h}], "messages": [last]}, b"") == ONE_HOUR
+    assert asked_ttl({"tools": [{"name": "t", "cache_control": cc1h}], "messages": []}, b"") == ONE_HOUR
+    assert asked_ttl({"messages": [{"role": "user", "content": "hi"}]}, b'{"messages":[]}') is None
+    # A breakpoint on an older message only: found by the byte search, its TTL taken as 5 minutes.
+    body = {"messages": [old, {"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]}
+    assert asked_ttl(body, json.dumps(body).encode()) == FIVE_MINUTES
