@@ -31,6 +31,7 @@ from cascade_extproc.metering.prices import PriceTable
 from cascade_extproc.providers import HttpProvider
 from cascade_extproc.reload import ConfigWatcher
 from cascade_extproc.routing.router import Router
+from cascade_extproc.routing.state import Conversations
 from cascade_extproc.types import Api
 
 log = logging.getLogger("cascade_extproc")
@@ -55,16 +56,17 @@ class Runtime:
 
 
 def runtime_from(cfg: Config, session: aiohttp.ClientSession | None, relay: Relay | None = None,
-                 make_provider: Callable = HttpProvider) -> Runtime:
+                 make_provider: Callable = HttpProvider, conversations: Conversations | None = None) -> Runtime:
     """Compile `cfg` (rules, keywords, prices: ConfigError naming the key) and wire the providers.
-    No I/O: the providers use `session` only when called."""
+    No I/O: the providers use `session` only when called. `conversations`: the router's
+    conversation state, the app's (it outlives the runtime); None keeps none."""
     providers = {}
     for api in Api:
         pair = cfg.providers.for_api(api)
         for role in ("draft", "strong"):
             prov = getattr(pair, role)
             providers[(api, role)] = make_provider(prov.api(api), prov.base_url, session)
-    router = Router.from_config(cfg)
+    router = Router.from_config(cfg, conversations)
     return Runtime(cfg=cfg, router=router, prices=router.ctx.prices or PriceTable([]), providers=providers,
                    relay=relay if relay is not None else Relay(),
                    shadow_slots=asyncio.Semaphore(cfg.shadow.max_concurrent),
@@ -121,6 +123,9 @@ class App:
         self.admin_port = 0
         self.relay_port = 0
         self.relay = Relay()  # outlives config reloads: skipped requests in flight keep their tickets
+        # What each provider's prompt cache holds of each conversation (routing/state.py): outlives
+        # config reloads too, or every reload would forget every cache.
+        self.conversations = Conversations(cfg.router.max_conversations)
         self._relay: web.AppRunner | None = None
         self._ready = False
         self._runtime: Runtime | None = None
@@ -142,7 +147,7 @@ class App:
         cfg = self.cfg
         # One pooled session for all provider calls; per-call timeouts are set by the cascade.
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
-        self._runtime = runtime_from(cfg, self._session, self.relay)
+        self._runtime = runtime_from(cfg, self._session, self.relay, conversations=self.conversations)
         limit = cfg.limits.max_body_bytes + 1024 * 1024  # the body plus the message around it
         self._grpc = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", limit),
@@ -191,7 +196,8 @@ class App:
     def apply(self, cfg: Config) -> None:
         """Use `cfg` for every request from now on (the watcher refuses what needs a restart)."""
         assert self._session is not None
-        self._runtime = runtime_from(cfg, self._session, self.relay)
+        self.conversations.resize(cfg.router.max_conversations)
+        self._runtime = runtime_from(cfg, self._session, self.relay, conversations=self.conversations)
         self.cfg = cfg
         self.ledger.mode = cfg.mode
         logging.getLogger().setLevel(cfg.log_level.upper())

@@ -155,12 +155,16 @@ class RouterConfig:
     # Keyword classes: name → regex searched (case-insensitive) in the last user text.
     keywords: dict[str, str] = field(default_factory=dict)
     economics: Economics = field(default_factory=Economics)
+    # Conversations whose prompt-cache state the router keeps (an LRU; about 800 bytes each).
+    max_conversations: int = 10000
 
 
 @dataclass(frozen=True)
 class PricingConfig:
     # Ordered {match, input, output, cache_write, cache_read[, cache_write_1h]}, USD per MTok.
     models: list[dict[str, Any]] = field(default_factory=list)
+    # Ordered {match, mode: explicit | automatic, ttl_s}: how each provider caches prompts.
+    caches: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -301,6 +305,8 @@ def _check(cfg: Config) -> None:
     for name in ("expected_output_tokens", "verdict_tokens", "instruction_tokens"):
         if getattr(eco, name) < 0:
             raise ConfigError(f"router.economics.{name}", "must be >= 0")
+    if cfg.router.max_conversations < 1:
+        raise ConfigError("router.max_conversations", "must be >= 1")
 
 
 def parse(data: Any) -> Config:

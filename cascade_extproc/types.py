@@ -59,7 +59,9 @@ class Request:
 class Decision:
     route: Route
     rule: str
-    features: dict[str, Any] = field(default_factory=dict)
+    features: dict[str, Any] = field(default_factory=dict)  # those the deciding rule tested
+    all_features: dict[str, Any] = field(default_factory=dict)  # every feature of the request
+    conversation: Any = None  # its state (routing/state.py), brought up to date when it is done
 
 
 @dataclass

@@ -33,7 +33,10 @@ async def _start_sims(cfg: Config) -> tuple[Config, list[SimProvider]]:
     urls = {}
     for api in Api:
         for role in ("strong", "draft"):
-            sim = SimProvider(str(api), name=f"{role}-{api}")
+            # The drafts cache as DeepSeek does (automatically, kept an hour); the strong ones as
+            # Anthropic (cache_control) and OpenAI (automatically) do.
+            sim = SimProvider(str(api), name=f"{role}-{api}",
+                              **({"cache": "automatic", "cache_ttl_s": 3600} if role == "draft" else {}))
             await sim.start("127.0.0.1", 0)
             sims.append(sim)
             urls[f"{api}_{role}"] = sim.url

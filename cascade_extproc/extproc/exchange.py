@@ -70,6 +70,7 @@ class Exchange:
         self.record: RequestRecord | None = None
         self.req: Request | None = None
         self.answer: AnswerSide | None = None  # set when we watch the answer on its way back
+        self.decision: Decision | None = None  # the router's, with the conversation it continues
         self._recorded = False
 
     # ---- request ---------------------------------------------------------------------------
@@ -100,7 +101,7 @@ class Exchange:
             return
         self.req = req
         try:
-            decision = self.rt.router.decide(req, len(msg.body))
+            decision = self.decision = self.rt.router.decide(req, len(msg.body))
         except Exception:
             log.exception("routing failed")
             yield self._fallback(req, "router-error", "route")
@@ -111,7 +112,8 @@ class Exchange:
         else:
             if decision.route is not Route.DIRECT and not client_credentials(req):
                 # Not served at the sidecar's expense: the strong provider answers it (its 401).
-                decision = Decision(Route.DIRECT, "no-client-credentials", decision.features)
+                decision = Decision(Route.DIRECT, "no-client-credentials", decision.features,
+                                    decision.all_features, decision.conversation)
             if decision.route is Route.DIRECT:
                 yield self._take(req, decision.rule, self._to_strong(req, Facts(Path.DIRECT)))
                 return
@@ -257,6 +259,17 @@ class Exchange:
             rec.cost_usd, rec.baseline_usd = request_costs(
                 rec.path, self.rt.prices, self.req.model, draft.model, rec.usage.get("strong"),
                 rec.usage.get("draft"), self.rt.cfg.router.economics.instruction_tokens)
+            if self.decision is not None:
+                # The live baseline from the cache model, and the conversation's caches updated
+                # from what the providers reported (docs/metrics.md, "Cost and baseline").
+                try:
+                    base = self.rt.router.settle(self.decision, self.req, rec.path, rec.usage.get("strong"),
+                                                 rec.usage.get("draft"))
+                except Exception:
+                    log.exception("the cache model failed; the request keeps its plain baseline")
+                    base = None
+                if base is not None and base >= 0 and rec.cost_usd is not None:
+                    rec.baseline_usd = base
         self.ledger.record(rec)
 
 

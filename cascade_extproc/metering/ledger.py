@@ -17,6 +17,8 @@ from cascade_extproc.types import Path, Usage
 log = logging.getLogger("cascade_extproc.requests")
 PATHS = tuple(Path)  # the dashboard's order
 MAX_MODEL_LABELS = 64  # clients choose model names: past this many, new ones count as "other"
+SERIES_BUCKET_S = 60  # the dashboard's charts: one point a minute,
+SERIES_POINTS = 60  # for the last hour
 _KINDS = (("input", "input_tokens"), ("output", "output_tokens"), ("cache_read", "cache_read_tokens"),
           ("cache_write", "cache_write_tokens"))
 
@@ -69,6 +71,9 @@ class Ledger:
         self.shadow_routes: collections.Counter[str] = collections.Counter()
         self.agreement: dict[str, list[int]] = {}  # rule → [agreed, total]
         self._models: set[str] = set()
+        # The charts' data: per minute, what was spent, what the strong model alone would have
+        # cost, and the requests by path; only the last SERIES_POINTS minutes are kept.
+        self._series: collections.OrderedDict[int, dict[str, Any]] = collections.OrderedDict()
 
     def _model_label(self, model: str) -> str:
         """Bounded label values: a client sending random model names must not grow the registry."""
@@ -106,9 +111,39 @@ class Ledger:
         if rec.shadow_route:
             self.shadow_routes[rec.shadow_route] += 1
             m.shadow_decisions.labels(rec.shadow_route, rec.rule).inc()
+        self._add_to_series(rec)
         self._recent.append(rec)
         if log.isEnabledFor(logging.INFO):  # the line costs a JSON encoding: only when it is kept
             log.info(json.dumps(rec.log_fields()))
+
+    def _add_to_series(self, rec: RequestRecord) -> None:
+        start = int(rec.at // SERIES_BUCKET_S) * SERIES_BUCKET_S
+        point = self._series.get(start)
+        if point is None:
+            point = self._series[start] = {"t": start, "cost_usd": 0.0, "baseline_usd": 0.0,
+                                           "by_path": {p: 0 for p in PATHS}}
+            while len(self._series) > SERIES_POINTS or next(iter(self._series)) < start - (SERIES_POINTS - 1) * SERIES_BUCKET_S:
+                self._series.popitem(last=False)
+        point["by_path"][rec.path] = point["by_path"].get(rec.path, 0) + 1
+        if rec.cost_usd is not None and rec.baseline_usd is not None:
+            point["cost_usd"] += rec.cost_usd
+            point["baseline_usd"] += rec.baseline_usd
+
+    def series(self, now: float | None = None) -> dict[str, Any]:
+        """The last hour, a point a minute (minutes without requests included, as zeros): cost,
+        baseline and requests by path. Each point's `t` is its minute's start (epoch seconds)."""
+        now = time.time() if now is None else now
+        end = int(now // SERIES_BUCKET_S) * SERIES_BUCKET_S
+        if not self._series:
+            return {"bucket_s": SERIES_BUCKET_S, "points": []}
+        first = max(next(iter(self._series)), end - (SERIES_POINTS - 1) * SERIES_BUCKET_S)
+        points = []
+        for t in range(first, max(end, next(reversed(self._series))) + 1, SERIES_BUCKET_S):
+            p = self._series.get(t)
+            points.append({"t": t, "cost_usd": p["cost_usd"], "baseline_usd": p["baseline_usd"],
+                           "by_path": dict(p["by_path"])} if p else
+                          {"t": t, "cost_usd": 0.0, "baseline_usd": 0.0, "by_path": {q: 0 for q in PATHS}})
+        return {"bucket_s": SERIES_BUCKET_S, "points": points[-SERIES_POINTS:]}
 
     def record_agreement(self, rule: str, agreed: bool) -> None:
         self.metrics.shadow_agreement.labels(rule, "true" if agreed else "false").inc()
@@ -134,6 +169,7 @@ class Ledger:
             "shadow": {"decisions": dict(self.shadow_routes),
                        "agreement": {r: {"agreed": a, "total": t} for r, (a, t) in self.agreement.items()}},
             "recent": [_recent(r) for r in reversed(self._recent)],
+            "series": self.series(),
         }
 
 

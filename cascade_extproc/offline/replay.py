@@ -1,11 +1,26 @@
 """`cascade-extproc replay`: run the router over recorded calls; report path mix, rule hits and
 cost under the decisions against all-strong; optionally send them through a running stack.
 
-Costs come from each call's recorded usage (what the strong model really used) and the price
-table. A skipped call is priced as the same tokens at the draft's prices. A cascaded call is
-priced as the draft (same tokens, draft prices) plus the expected verify call: the recorded
-input (cache reads and writes as recorded), the draft and instruction as fresh input, and the
-output of a verdict (accept rate p) or of the strong model's own answer (1 − p).
+Every call is priced from the cache model (metering/cache.py), for all-strong and for the routed
+plan alike: each conversation thread's calls in time order, each provider's prompt cache
+simulated per thread. What a call sends is what was recorded (its prompt: uncached input, cache
+reads and writes; its answer's length); what it costs depends on what the provider it goes to
+holds by then:
+- the strong model (Anthropic, explicit caching) reads what its cache holds of the thread and
+  writes the rest up to the breakpoint; the recorded uncached input stays input. Skipped turns
+  leave its cache as it was, so their new content is written at the next strong call, and a
+  skip run longer than the TTL (5 minutes, or 1 hour where the recorded writes are 1-hour ones)
+  lets it go cold: the next strong call writes the whole prefix again.
+- the draft (DeepSeek, automatic caching) reads what it holds of the thread at the cheap price
+  and misses the rest; a thread's first draft call misses every token.
+- a cascade is the draft, then a verify call that reads the context as a direct call would, with
+  the draft and the instruction as fresh input and, as output, a verdict (accept rate p) or the
+  strong model's own answer (1 − p).
+The recorded usage also tells what the simulation cannot see: a thread's first call read what
+another conversation had cached (the system prompt and tools, or the conversation a compaction
+summarises), and a warm call that read less than the previous call wrote shows the client
+changed its prompt there (every cache of the thread holds no more than that from then on).
+Replayed all-strong, the model reproduces the recorded bill; the report prints both.
 """
 from __future__ import annotations
 
@@ -14,13 +29,17 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any, Iterable, TextIO
 
 from cascade_extproc import codecs
 from cascade_extproc.config import Config
-from cascade_extproc.metering.prices import PriceTable
+from cascade_extproc.metering.cache import (FIVE_MINUTES, ONE_HOUR, CacheRules, Conversation, Mode, ProviderCache,
+                                            cached_by, expect, prompt_of, ttl_of)
+from cascade_extproc.metering.prices import PER_TOKEN, Price, PriceTable
 from cascade_extproc.offline.transcripts import RecordedCall
+from cascade_extproc.routing.features import estimate_tokens
 from cascade_extproc.routing.router import Router
 from cascade_extproc.types import Api, Route, Usage
 
@@ -35,9 +54,23 @@ class Row:
     rule: str
     cost_all_strong: float | None
     cost_routed: float | None
+    thread: str = ""
+    timestamp: str = ""
+    cost_recorded: float | None = None  # the recorded usage at the table's prices: the model's check
+    # The simulated token split per provider: all_strong (every call to the strong model) and
+    # the routed plan's strong and draft calls.
+    tokens: dict[str, dict[str, float]] = field(default_factory=dict)
+    strong_cache_expired: bool = False  # the strong cache was cold only because of the routing
     served_path: str | None = None  # with --target: what the stack did
     status: int | None = None
     latency_ms: float | None = None
+
+
+def split(u: Usage, output: float | None = None) -> dict[str, float]:
+    """A usage as the JSON rows show it: cache writes by lifetime."""
+    w1h = min(u.cache_write_1h_tokens, u.cache_write_tokens)
+    return {"input": u.input_tokens, "cache_read": u.cache_read_tokens, "cache_write_5m": u.cache_write_tokens - w1h,
+            "cache_write_1h": w1h, "output": u.output_tokens if output is None else round(output, 2)}
 
 
 def _usage(call: RecordedCall) -> Usage | None:
@@ -49,43 +82,133 @@ def _usage(call: RecordedCall) -> Usage | None:
                  cache_write_1h_tokens=u.cache_write_1h_tokens)
 
 
-def routed_cost(route: Route, model: str, usage: Usage, cfg: Config, prices: PriceTable) -> float | None:
-    strong = prices.lookup(model)
-    draft = prices.lookup(cfg.providers.anthropic.draft.model)
-    if strong is None or (route is not Route.DIRECT and draft is None):
+def _seconds(timestamp: str) -> float | None:
+    try:
+        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
         return None
-    if route is Route.DIRECT:
-        return strong.cost(usage)
-    if route is Route.SKIPPED:
-        return draft.cost(usage)  # type: ignore[union-attr]
-    eco = cfg.router.economics
-    p, out = eco.accept_rate, usage.output_tokens
-    verify_in = Usage(input_tokens=usage.input_tokens + out + eco.instruction_tokens,
-                      cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
-                      cache_write_1h_tokens=usage.cache_write_1h_tokens)
-    expected_out = Usage(output_tokens=1)  # priced per token, weighted below
-    return (draft.cost(usage) + strong.cost(verify_in)  # type: ignore[union-attr]
-            + strong.cost(expected_out) * (p * eco.verdict_tokens + (1 - p) * out))
+
+
+def _asked(u: Usage) -> float | None:
+    """The cache lifetime a recorded call asked for, as its writes show: None when it wrote nothing."""
+    if not u.cache_write_tokens:
+        return None
+    return ONE_HOUR if 2 * u.cache_write_1h_tokens >= u.cache_write_tokens else FIVE_MINUTES
+
+
+@dataclass
+class _Thread:
+    """One conversation thread being replayed: the routed plan's caches (conv), the all-strong
+    plan's strong cache, and what the previous recorded call showed."""
+
+    ask: float
+    conv: Conversation = field(default_factory=Conversation)
+    all_strong: ProviderCache = field(default_factory=ProviderCache)
+    prev_at: float | None = None
+    prev_cached: int = 0  # what the previous recorded call left in the real cache
+    calls: int = 0
+
+
+@dataclass(frozen=True)
+class _Sides:
+    strong: Price | None
+    strong_rules: CacheRules
+    draft_model: str
+    draft: Price | None
+    draft_rules: CacheRules
 
 
 def plan(calls: Iterable[RecordedCall], cfg: Config) -> list[Row]:
+    """Route and price every call, each thread in time order; rows in the calls' own order."""
+    calls = list(calls)
     router = Router.from_config(cfg)
     prices = router.ctx.prices or PriceTable([])
-    rows = []
-    for call in calls:
-        raw = codecs.dumps(call.request)
-        model = call.model or str(call.request.get("model", ""))
-        try:
-            req = codecs.parse_request(Api.ANTHROPIC, raw, dict(REPLAY_HEADERS))
-            d = router.decide(req, len(raw))
-            route, rule = d.route, d.rule
-        except codecs.CodecError:
-            route, rule = Route.DIRECT, "unparsed-body"
-        usage = _usage(call)
-        rows.append(Row(call.request_id, model, str(route), rule,
-                        None if usage is None else prices.cost(model, usage),
-                        None if usage is None else routed_cost(route, model, usage, cfg, prices)))
-    return rows
+    caches = router.ctx.caches
+    draft_model = cfg.providers.anthropic.draft.model
+    rows: list[Row | None] = [None] * len(calls)
+    threads: dict[str, list[int]] = {}
+    for i, call in enumerate(calls):
+        threads.setdefault(call.thread or call.session_id or call.request_id, []).append(i)
+    for key, members in threads.items():
+        stamps = {i: _seconds(calls[i].timestamp) for i in members}
+        order = sorted(members, key=lambda i: (stamps[i] is None, stamps[i] or 0.0, i))
+        first_ask = next((a for a in (_asked(u) for u in map(_usage, (calls[i] for i in order)) if u) if a), FIVE_MINUTES)
+        thread, clock = _Thread(first_ask), 0.0
+        for i in order:
+            call = calls[i]
+            clock = stamps[i] if stamps[i] is not None else clock  # no timestamp: right after the previous
+            model = call.model or str(call.request.get("model", ""))
+            sides = _Sides(prices.lookup(model), caches.lookup(model), draft_model, prices.lookup(draft_model),
+                           caches.lookup(draft_model))
+            rows[i] = _replay_call(call, key, model, clock, thread, router, sides, cfg)
+    return [r for r in rows if r is not None]
+
+
+def _replay_call(call: RecordedCall, key: str, model: str, now: float, th: _Thread, router: Router,
+                 sides: _Sides, cfg: Config) -> Row:
+    raw = codecs.dumps(call.request)
+    context = estimate_tokens(len(raw))
+    try:
+        req = codecs.parse_request(Api.ANTHROPIC, raw, dict(REPLAY_HEADERS))
+        d = router.decide(req, len(raw), now=now, conversation=th.conv)
+        route, rule = d.route, d.rule
+    except codecs.CodecError:
+        route, rule = Route.DIRECT, "unparsed-body"
+    row = Row(call.request_id, model, str(route), rule, None, None, key, call.timestamp)
+    u = _usage(call)
+    if u is None:
+        return row
+    th.ask = _asked(u) or th.ask
+    conv, ask = th.conv, th.ask
+    prompt, tail = prompt_of(u), u.input_tokens
+    cacheable = prompt - tail
+    strong_ttl = ttl_of(sides.strong_rules, ask)
+    # What the recording shows about the thread's prefix (see the module's docstring): at its
+    # first call, what another conversation had cached at the strong provider; later, where the
+    # client changed its prompt.
+    if th.calls == 0 and u.cache_read_tokens:
+        for cache in (th.all_strong, conv.strong):
+            cache.saw(now, model, u.cache_read_tokens, strong_ttl)
+    if th.prev_at is not None and now - th.prev_at <= ask and u.cache_read_tokens < th.prev_cached:
+        for cache in (th.all_strong, conv.strong, conv.draft):
+            cache.cap(u.cache_read_tokens)
+    th.prev_at, th.prev_cached, th.calls = now, cacheable, th.calls + 1
+    all_warm = th.all_strong.warm(now, model)
+    if sides.strong is not None:
+        row.cost_recorded = sides.strong.cost(u)
+        all_u = expect(th.all_strong, sides.strong_rules, sides.strong, now, model, prompt, ask=ask, tail=tail,
+                       output=u.output_tokens)
+        row.cost_all_strong = sides.strong.cost(all_u)
+        row.tokens["all_strong"] = split(all_u)
+    th.all_strong.saw(now, model, cacheable, strong_ttl)
+    if sides.strong is None or (route is not Route.DIRECT and sides.draft is None):
+        return row
+    eco = cfg.router.economics
+    cost = 0.0
+    if route is not Route.DIRECT:  # the draft answers (skipped) or drafts (cascade), as long as recorded
+        assert sides.draft is not None
+        d_u = expect(conv.draft, sides.draft_rules, sides.draft, now, sides.draft_model, prompt, ask=ask,
+                     output=u.output_tokens)
+        cost += sides.draft.cost(d_u)
+        row.tokens["draft"] = split(d_u)
+        conv.draft.saw(now, sides.draft_model, cached_by(sides.draft_rules, d_u), ttl_of(sides.draft_rules, ask),
+                       context)
+    if route is not Route.SKIPPED:
+        row.strong_cache_expired = all_warm and not conv.strong.warm(now, model)
+        appended = 0 if route is Route.DIRECT else u.output_tokens + eco.instruction_tokens
+        s_u = expect(conv.strong, sides.strong_rules, sides.strong, now, model, prompt + appended, ask=ask,
+                     tail=tail + appended)
+        if route is Route.DIRECT:
+            out = float(u.output_tokens)
+        else:  # a verdict when the draft is accepted, the strong model's own answer when not
+            out = eco.accept_rate * eco.verdict_tokens + (1 - eco.accept_rate) * u.output_tokens
+        cost += sides.strong.cost(s_u) + PER_TOKEN * out * sides.strong.output
+        row.tokens["strong"] = split(s_u, out)
+        held = cached_by(sides.strong_rules, s_u) - (appended if sides.strong_rules.mode is Mode.AUTOMATIC else 0)
+        conv.strong.saw(now, model, held, strong_ttl, context)
+    conv.turn_ended(now)
+    row.cost_routed = cost
+    return row
 
 
 # ---- sending through a running stack -----------------------------------------------------------
@@ -144,8 +267,11 @@ def _pct(values: list[float], q: float) -> float:
 def report(rows: list[Row], out: TextIO, *, sources: int, accept_rate: float) -> None:
     n = len(rows)
     priced = [r for r in rows if r.cost_all_strong is not None and r.cost_routed is not None]
-    print(f"Replayed {n} calls from {sources} source file(s); {len(priced)} with recorded usage "
-          f"and known prices.\n", file=out)
+    threads = len({r.thread for r in rows})
+    print(f"Replayed {n} calls from {sources} source file(s) in {threads} conversation thread(s); {len(priced)} "
+          f"with recorded usage and known prices.", file=out)
+    print("Every call is priced from the cache model, all-strong and routed alike: each provider's prompt cache\n"
+          "simulated per thread, in time order (docs/routing.md, \"The cache model\").\n", file=out)
     by_path: dict[str, list[Row]] = {}
     for r in rows:
         by_path.setdefault(r.path, []).append(r)
@@ -163,6 +289,13 @@ def report(rows: list[Row], out: TextIO, *, sources: int, accept_rate: float) ->
     if strong:
         print(f"\nRouted cost is {100 * (1 - routed / strong):.1f}% below all-strong "
               f"(cascade priced at an expected accept rate of {accept_rate:.0%}).", file=out)
+        recorded = [r.cost_recorded for r in priced if r.cost_recorded is not None]
+        if len(recorded) == len(priced):
+            print(f"All-strong as the model prices it: {_money(strong)}; as recorded: {_money(sum(recorded))} "
+                  "(the model's own check).", file=out)
+        cold = sum(1 for r in priced if r.strong_cache_expired)
+        print(f"Strong calls that found the strong cache cold only because turns before them went to the "
+              f"draft: {cold}.", file=out)
     hits: dict[tuple[str, str], int] = {}
     for r in rows:
         hits[(r.rule, r.path)] = hits.get((r.rule, r.path), 0) + 1
@@ -183,6 +316,8 @@ def report(rows: list[Row], out: TextIO, *, sources: int, accept_rate: float) ->
 
 
 def write_json(rows: list[Row], out: TextIO | None = None) -> None:
+    """One line per call: request_id, path, rule, both costs, the simulated token split per
+    provider (`tokens`: all_strong, and the routed plan's strong and draft calls)."""
     out = out or sys.stdout
     for r in rows:
         print(json.dumps({k: v for k, v in asdict(r).items() if v is not None or k.startswith("cost")}), file=out)

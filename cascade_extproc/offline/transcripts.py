@@ -4,6 +4,9 @@ Claude Code logs one JSON event per line. One API response is spread over severa
 lines (one content block each, same requestId) and `parentUuid` links every line to the one
 before it. Walking that chain back from a response's first line gives the history that was sent.
 The transcripts hold no system prompt and no tool definitions, so neither do the rebuilt requests.
+Each call names its thread: the first line of its chain, so a subagent (whose chain starts at its
+own prompt) and a compaction are threads of their own, as they are conversations of their own at
+the provider's cache.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ class RecordedCall:
     request: dict  # Anthropic Messages request body
     usage: RecordedUsage | None
     source: str  # file path
+    thread: str = ""  # the conversation thread: the uuid of its chain's first line
 
 
 @dataclass
@@ -140,9 +144,9 @@ def _load_file(path: Path, stats: dict) -> list[RecordedCall]:
     return [c for c in calls if c is not None]
 
 
-def _walk(first: _Line, lines: dict[str, _Line]) -> list[_Line]:
-    """User/assistant lines from the root to just before `first`, in order."""
-    out, seen, uuid = [], {first.uuid}, first.parent
+def _walk(first: _Line, lines: dict[str, _Line]) -> tuple[list[_Line], str]:
+    """User/assistant lines from the root to just before `first`, in order; and the root's uuid."""
+    out, seen, uuid, root = [], {first.uuid}, first.parent, first.uuid
     while uuid is not None and uuid not in seen and uuid in lines:  # stops at cycles, missing parents
         seen.add(uuid)
         line = lines[uuid]
@@ -150,8 +154,8 @@ def _walk(first: _Line, lines: dict[str, _Line]) -> list[_Line]:
             break
         if line.role is not None:
             out.append(line)
-        uuid = line.parent
-    return out[::-1]
+        root, uuid = uuid, line.parent
+    return out[::-1], root
 
 
 def _build(path: Path, key: str, group: list[_Line], lines: dict[str, _Line],
@@ -159,7 +163,8 @@ def _build(path: Path, key: str, group: list[_Line], lines: dict[str, _Line],
     first = group[0]
     msgs: list[dict] = []
     done, used, budget = {key}, set(), None
-    for line in _walk(first, lines):
+    chain, root = _walk(first, lines)
+    for line in chain:
         if line.role == "user":
             meta = line.raw.get("thinkingMetadata")
             if isinstance(meta, dict) and isinstance(meta.get("maxThinkingTokens"), int):
@@ -187,7 +192,7 @@ def _build(path: Path, key: str, group: list[_Line], lines: dict[str, _Line],
         request["thinking"] = {"type": "enabled", "budget_tokens": budget}
         request["max_tokens"] = max(MAX_TOKENS, budget + 1)  # the API wants budget < max_tokens
     return RecordedCall(key, str(first.raw.get("sessionId") or ""), model, str(first.raw.get("timestamp") or ""),
-                        request, _usage(group), str(path))
+                        request, _usage(group), str(path), root)
 
 
 def _blocks(content: Any) -> list[dict]:
@@ -259,9 +264,10 @@ def _int(v: Any) -> int:
 
 def write_jsonl(calls: Iterable[RecordedCall], out: TextIO) -> None:
     for c in calls:
-        out.write(json.dumps({"request_id": c.request_id, "session_id": c.session_id, "model": c.model,
-                              "timestamp": c.timestamp, "usage": asdict(c.usage) if c.usage else None,
-                              "request": c.request}, ensure_ascii=False) + "\n")
+        out.write(json.dumps({"request_id": c.request_id, "session_id": c.session_id, "thread": c.thread,
+                              "model": c.model, "timestamp": c.timestamp,
+                              "usage": asdict(c.usage) if c.usage else None, "request": c.request},
+                             ensure_ascii=False) + "\n")
 
 
 def read_jsonl(path: str | Path) -> list[RecordedCall]:
@@ -285,5 +291,6 @@ def read_jsonl(path: str | Path) -> list[RecordedCall]:
                 if isinstance(u, dict) else None
             calls.append(RecordedCall(str(d.get("request_id") or f"line-{n}"), str(d.get("session_id") or ""),
                                       str(d.get("model") or d["request"].get("model", "")),
-                                      str(d.get("timestamp") or ""), d["request"], usage, str(path)))
+                                      str(d.get("timestamp") or ""), d["request"], usage, str(path),
+                                      str(d.get("thread") or "")))
     return calls

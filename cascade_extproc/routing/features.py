@@ -5,6 +5,8 @@ tokenizers average on agentic traffic (code, English, JSON). Good enough for thr
 cost model uses real usage wherever the provider reports it.
 Only the last turn and the last assistant turn are inspected, so the cost does not grow with
 the conversation, except `context_tokens`, which comes from the body's size.
+The cache features read the conversation's state (routing/state.py): what each provider's
+prompt cache holds of it now, from the usage its answers reported.
 """
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from cascade_extproc.config import ConfigError, Economics
+from cascade_extproc.metering.cache import CacheTable, Conversation, Side, asked_ttl
 from cascade_extproc.metering.prices import Price, PriceTable
-from cascade_extproc.routing.economics import cascade_saving
+from cascade_extproc.routing.economics import cascade_saving, skip_saving
 from cascade_extproc.types import Api, Request
 
 CHARS_PER_TOKEN = 4
@@ -47,6 +50,11 @@ FEATURES: dict[str, type] = {
     "client": str,
     "priced": bool,
     "cascade_saving": float,
+    "skip_saving": float,
+    "strong_cache_warm": bool,
+    "strong_cache_age_s": float,
+    "tokens_since_strong": int,
+    "draft_cache_warm": bool,
 }
 
 
@@ -58,6 +66,7 @@ class Context:
     prices: PriceTable | None = None
     draft_models: Mapping[Api, str] = field(default_factory=dict)
     economics: Economics = field(default_factory=Economics)
+    caches: CacheTable = field(default_factory=lambda: CacheTable([]))
 
 
 def compile_keywords(classes: Mapping[str, str], key: str = "router.keywords") -> dict[str, re.Pattern[str]]:
@@ -101,9 +110,12 @@ class Features(dict):
         return dict(self)
 
 
-def extract(req: Request, body_bytes: int, ctx: Context | None = None) -> "Features":
-    """All features of `req`; `body_bytes` is the size of the raw body."""
+def extract(req: Request, body_bytes: int, ctx: Context | None = None, conv: Conversation | None = None,
+            now: float = 0.0) -> "Features":
+    """All features of `req`; `body_bytes` is the size of the raw body, `conv` what the sidecar
+    knows of the conversation at `now` (None: nothing, as for its first request)."""
     ctx = ctx or Context()
+    conv = conv or Conversation()
     body = req.body
     messages = body.get("messages") or []
     last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
@@ -139,6 +151,7 @@ def extract(req: Request, body_bytes: int, ctx: Context | None = None) -> "Featu
         "client": _client(req.headers.get("user-agent", "")),
         "priced": None,
         "cascade_saving": None,
+        "skip_saving": None,
     })
     # The text classifiers (regexes over up to 2 x SCAN_CHARS of text: the costliest features, about
     # 0.2-0.7 ms each on a few KB) run only when a rule reads them: a request the first rules
@@ -147,13 +160,23 @@ def extract(req: Request, body_bytes: int, ctx: Context | None = None) -> "Featu
         "has_code": lambda: bool(_CODE.search(scan)),
         "keywords": lambda: [name for name, rx in ctx.keywords.items() if last_turn == "user_text" and rx.search(scan)],
     }
+    context = features["context_tokens"]
+    draft_model = ctx.draft_models.get(req.api, "")
+    s = conv.strong
+    features["strong_cache_warm"] = s.warm(now, req.model)
+    features["strong_cache_age_s"] = s.age(now)
+    features["tokens_since_strong"] = context - s.context if s.seen_at is not None else context
+    features["draft_cache_warm"] = conv.draft.warm(now, draft_model)
     prices = _prices(req, ctx)
     if prices is not None:
         strong, draft = prices
         features["priced"] = strong is not None and draft is not None
-        if strong is not None and draft is not None:  # else rules on cascade_saving do not match
-            features["cascade_saving"] = cascade_saving(features["context_tokens"], features["last_turn_tokens"],
-                                                        strong, draft, ctx.economics)
+        if strong is not None and draft is not None:  # else rules on the savings do not match
+            ask = asked_ttl(req.body, req.raw) if anthropic else None
+            sides = (Side(req.model, strong, ctx.caches.lookup(req.model)),
+                     Side(draft_model, draft, ctx.caches.lookup(draft_model)))
+            features["cascade_saving"] = cascade_saving(conv, *sides, now, context, ask, ctx.economics)
+            features["skip_saving"] = skip_saving(conv, *sides, now, context, ask, ctx.economics)
     return features
 
 

@@ -14,8 +14,9 @@ from typing import Any, Iterator
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from cascade_extproc.sim.answers import (CREATED, FINISH, Answer, anthropic_conv, anthropic_frames, openai_conv,
-                                         openai_frames, respond)
+from cascade_extproc.sim.answers import (CREATED, FINISH, Answer, _ntok, anthropic_conv, anthropic_frames,
+                                         openai_conv, openai_frames, respond)
+from cascade_extproc.sim.cache import SimCache, anthropic_blocks, openai_blocks
 from cascade_extproc.sim.validate import (BadRequest, check_anthropic, check_openai, check_unique_keys, need,
                                           redacted_prefix, thinking_enabled, thinking_signature)
 
@@ -47,15 +48,19 @@ class SimProvider:
     """One simulated provider speaking `api` ('anthropic' or 'openai')."""
 
     def __init__(self, api: str, *, name: str = "", latency: Latency | None = None,
-                 api_keys: set[str] | None = None, base_path: str = ""):
+                 api_keys: set[str] | None = None, base_path: str = "", cache: str = "",
+                 cache_ttl_s: float = 300.0):
         """`base_path`: served under this path prefix, as DeepSeek serves its Anthropic API
-        under /anthropic."""
+        under /anthropic. `cache`: how it caches prompts (sim/cache.py): "explicit" (Anthropic's
+        `cache_control`, the default for the Anthropic API), "automatic" (DeepSeek's, OpenAI's:
+        the default for the OpenAI API; `cache_ttl_s` its retention) or "off"."""
         if api not in ("anthropic", "openai"):
             raise ValueError(f"unknown api {api!r}")
         self.api, self.name = api, name or f"sim-{api}"
         self.latency = latency or Latency()
         self.api_keys = api_keys
         self.base_path = base_path.rstrip("/")
+        self.cache = SimCache(cache or ("explicit" if api == "anthropic" else "automatic"), cache_ttl_s)
         self.received: list[Recorded] = []
         self.port = 0
         self._host = "127.0.0.1"
@@ -85,8 +90,10 @@ class SimProvider:
         self._faults += [status] * count
 
     def clear(self) -> None:
+        """Forget what it received, its pending faults and its prompt cache."""
         self.received.clear()
         self._faults.clear()
+        self.cache.clear()
 
     async def start(self, host: str = "127.0.0.1", port: int = 0, ssl_context: Any = None) -> None:
         """`ssl_context` (an ssl.SSLContext): serve HTTPS, e.g. as a fake api.anthropic.com."""
@@ -303,10 +310,15 @@ class SimProvider:
         if ans.tool:
             blocks.append({"type": "tool_use", "id": f"toolu_sim_{digest[24:48]}",
                            "name": ans.tool[0], "input": ans.tool[1]})
+        cached = self.cache.use(body["model"], anthropic_blocks(body, _ntok))
+        n_in = conv.input_tokens()
+        read, write = min(cached.read, n_in), min(cached.write, max(n_in - cached.read, 0))
         msg = {"id": f"msg_sim_{digest[:24]}", "type": "message", "role": "assistant", "model": body["model"],
                "content": blocks, "stop_reason": ans.stop, "stop_sequence": None,
-               "usage": {"input_tokens": conv.input_tokens(), "output_tokens": ans.output_tokens,
-                         "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
+               "usage": {"input_tokens": n_in - read - write, "output_tokens": ans.output_tokens,
+                         "cache_creation_input_tokens": write, "cache_read_input_tokens": read,
+                         "cache_creation": {"ephemeral_5m_input_tokens": write - min(cached.write_1h, write),
+                                            "ephemeral_1h_input_tokens": min(cached.write_1h, write)}}}
         if body.get("stream"):
             return await self._stream(request, anthropic_frames(msg), cut)
         return await self._json(request, msg, ans, cut)
@@ -322,10 +334,11 @@ class SimProvider:
         ans = respond(conv, body["model"], body.get("max_completion_tokens") or body.get("max_tokens"),
                       think=body.get("reasoning_effort") not in (None, "none"))
         digest, n_in = _digest(body), conv.input_tokens()
+        read = min(self.cache.use(body["model"], openai_blocks(body, _ntok)).read, n_in)
         calls = [{"id": f"call_sim_{digest[24:48]}", "type": "function",
                   "function": {"name": ans.tool[0], "arguments": json.dumps(ans.tool[1])}}] if ans.tool else []
         usage = {"prompt_tokens": n_in, "completion_tokens": ans.output_tokens,
-                 "total_tokens": n_in + ans.output_tokens, "prompt_tokens_details": {"cached_tokens": 0}}
+                 "total_tokens": n_in + ans.output_tokens, "prompt_tokens_details": {"cached_tokens": read}}
         if ans.thinking:
             usage["completion_tokens_details"] = {"reasoning_tokens": ans.thinking_tokens}
         head = {"id": f"chatcmpl-sim{digest[:24]}", "created": CREATED, "model": body["model"]}

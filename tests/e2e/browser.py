@@ -163,8 +163,8 @@ class _Collector(HTMLParser):
     def handle_data(self, data):
         for n in self.stack:
             n.parts.append(data)
-        if self.stack and self.stack[-1].tag == "title":
-            self.title_parts.append(data)
+        if self.stack and self.stack[-1].tag == "title" and not any(n.tag == "svg" for n in self.stack):
+            self.title_parts.append(data)  # the page's title, not a chart's tooltip
 
 
 def parse_dashboard(dom: str) -> dict:
@@ -172,13 +172,18 @@ def parse_dashboard(dom: str) -> dict:
     {"title", "mode", "generated_at", "error" (banner text or None), "totals" {..., "by_path"},
      "path_share" {path: fraction}, "latency_ms" {path: {count, p50, p95}},
      "shadow" {"visible", "decisions", "agreement" {rule: {agreed, total, rate}}},
-     "recent" [{time, request_id, api, path, rule, model, served_model, input_tokens, ...}]}"""
+     "recent" [{time, request_id, api, path, rule, model, served_model, input_tokens, ...}],
+     "charts" {"cost": {cost_usd|baseline_usd|savings_usd: [(t, cumulative USD)]},
+               "window": {cost_usd, baseline_usd, savings_usd}, "mix": {t: {path: count}},
+               "mix_totals": {path: count}, "labels": {chart id: aria-label}}}"""
     c = _Collector()
     c.feed(dom)
     c.close()
     out: dict = {"title": "".join(c.title_parts).strip(), "mode": None, "generated_at": None,
                  "error": None, "totals": {"by_path": {}}, "path_share": {}, "latency_ms": {},
-                 "shadow": {"visible": False, "decisions": {}, "agreement": {}}, "recent": []}
+                 "shadow": {"visible": False, "decisions": {}, "agreement": {}}, "recent": [],
+                 "charts": {"cost": {}, "window": {}, "mix": {}, "mix_totals": {}, "labels": {}}}
+    charts = out["charts"]
     recent: dict[int, dict] = {}
     for n in c.nodes:
         a, ctx = n.attrs, n.ctx
@@ -193,6 +198,17 @@ def parse_dashboard(dom: str) -> dict:
             out["error"] = None if n.hidden else n.text
         elif nid == "shadow":
             out["shadow"]["visible"] = not n.hidden
+        if nid in ("cost-chart", "mix-chart"):
+            charts["labels"][nid] = a.get("aria-label")
+        if nid in ("window-cost", "window-baseline", "window-savings"):
+            charts["window"][{"window-cost": "cost_usd", "window-baseline": "baseline_usd",
+                              "window-savings": "savings_usd"}[nid]] = n.value()
+        if a.get("data-chart") == "cost":
+            charts["cost"].setdefault(a["data-series"], []).append((int(a["data-t"]), n.value()))
+        if a.get("data-chart") == "mix":
+            charts["mix"].setdefault(int(a["data-t"]), {})[a["data-path"]] = n.value()
+        if "data-mix-total" in a:
+            charts["mix_totals"][a["data-mix-total"]] = n.value()
         if "data-path-count" in a:
             out["totals"]["by_path"][a["data-path-count"]] = n.value()
         if "data-path-share" in a:

@@ -84,7 +84,9 @@ class Stack:
             if f"strong_{api}" not in upstreams:
                 self.sims[f"strong_{api}"] = SimProvider(api, name=f"strong-{api}")
             if f"draft_{api}" not in upstreams:
-                self.sims[f"draft_{api}"] = SimProvider(formats[api], name=f"draft-{api}", base_path=draft_base_path)
+                # The drafts cache as DeepSeek does: automatically, kept for an hour (pricing.caches).
+                self.sims[f"draft_{api}"] = SimProvider(formats[api], name=f"draft-{api}", base_path=draft_base_path,
+                                                        cache="automatic", cache_ttl_s=3600)
         for sim in self.sims.values():
             self.loop.run(sim.start("127.0.0.1", 0))
         urls = {**{name: sim.url for name, sim in self.sims.items()}, **upstreams}

@@ -29,6 +29,13 @@ DATA = {
     "shadow": {"decisions": {"skipped": 4, "cascade": 2, "direct": 6},
                "agreement": {"tool-result-followup": {"agreed": 3, "total": 4},
                              "long-context": {"agreed": 1, "total": 3}}},
+    "series": {"bucket_s": 60, "points": [
+        {"t": 1764339840, "cost_usd": 0.004, "baseline_usd": 0.01,
+         "by_path": {"skipped": 3, "accepted": 1, "enhanced": 0, "direct": 1, "fallback": 0}},
+        {"t": 1764339900, "cost_usd": 0.0, "baseline_usd": 0.0,
+         "by_path": {"skipped": 0, "accepted": 0, "enhanced": 0, "direct": 0, "fallback": 0}},
+        {"t": 1764339960, "cost_usd": 0.0083, "baseline_usd": 0.0356,
+         "by_path": {"skipped": 2, "accepted": 2, "enhanced": 1, "direct": 1, "fallback": 1}}]},
     "recent": [
         {"time": "2026-11-28T15:00:09Z", "request_id": "req-0009", "api": "anthropic",
          "path": "skipped", "rule": "short-user-text", "model": "claude-opus-4-6",
@@ -123,6 +130,23 @@ def test_page_shows_every_number(server, tmp_path):
                            "agreement": {r: {**a, "rate": pytest.approx(a["agreed"] / a["total"])}
                                          for r, a in DATA["shadow"]["agreement"].items()}}
     assert d["recent"] == DATA["recent"]
+    # The charts: cumulative cost, baseline and saving a minute (the quiet minute flat), and the
+    # path mix a minute (nothing drawn for the quiet one), with the window's totals beside them.
+    ts = [p["t"] for p in DATA["series"]["points"]]
+    cost = d["charts"]["cost"]
+    assert cost["cost_usd"] == [(ts[0], 0.004), (ts[1], 0.004), (ts[2], pytest.approx(0.0123))]
+    assert cost["baseline_usd"] == [(ts[0], 0.01), (ts[1], 0.01), (ts[2], pytest.approx(0.0456))]
+    assert [v for _, v in cost["savings_usd"]] == pytest.approx([0.006, 0.006, 0.0333])
+    assert d["charts"]["window"] == pytest.approx({"cost_usd": 0.0123, "baseline_usd": 0.0456, "savings_usd": 0.0333})
+    assert d["charts"]["mix"] == {ts[0]: {"skipped": 3, "accepted": 1, "direct": 1},
+                                  ts[2]: {"skipped": 2, "accepted": 2, "enhanced": 1, "direct": 1, "fallback": 1}}
+    assert d["charts"]["mix_totals"] == {"skipped": 5, "accepted": 3, "enhanced": 1, "direct": 2, "fallback": 1}
+    assert "cost $0.012300, baseline $0.045600, saving $0.033300" in d["charts"]["labels"]["cost-chart"]
+    assert re.search(r'id="cost-chart".*<polygon class="saving" points="[\d., ]+".*<polyline class="baseline"', dom, re.S)
+    # Each minute's bar is stacked to the full height: shares, read at a glance.
+    bars = re.findall(r'<rect x="[\d.]+" y="[\d.]+" width="[\d.]+" height="([\d.]+)"[^>]*data-t="(\d+)"', dom)
+    for t in (ts[0], ts[2]):
+        assert sum(float(h) for h, bt in bars if int(bt) == t) == pytest.approx(148, abs=0.5)
 
     # The formatted text follows the numbers: integers, 6-decimal USD, one-decimal percent.
     assert re.search(r'id="total-requests"[^>]*>12<', dom)
@@ -160,6 +184,9 @@ def test_empty_data_and_no_shadow(server):
                            "by_path": {p: 0 for p in ("skipped", "accepted", "enhanced", "direct",
                                                       "fallback")}}
     assert d["latency_ms"] == {} and d["recent"] == []
+    assert d["charts"]["cost"] == {} and d["charts"]["mix"] == {}  # "no requests yet", no series at all
+    assert d["charts"]["labels"] == {"cost-chart": "Cost over time: no requests yet",
+                                     "mix-chart": "Path mix over time: no requests yet"}
     assert d["shadow"]["visible"] is False
 
 

@@ -69,8 +69,12 @@ def test_configmap_swap_reloads_and_bad_config_keeps_the_last_good(tmp_path, mon
         await app.start()
         try:
             assert await decide(app) == "skipped"
+            conversations = app.runtime().router.conversations
+            assert conversations is app.conversations and len(conversations) == 1
             kubelet_write(mount, 2, {**BASE, "router": {"rules": DIRECT_ALL}})
             assert await wait_for(lambda: _is(app, "direct")), "the new rules were not applied"
+            # The conversation state outlives the rebuilt runtime (the caches it knows stay known).
+            assert app.runtime().router.conversations is conversations and len(conversations) == 1
             assert reloads(app, "ok") == 1
             # A bad config (an unknown feature) is rejected; the last good one stays.
             kubelet_write(mount, 3, {**BASE, "router": {"rules": [{"name": "x", "route": "skipped",

@@ -28,7 +28,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "extproc": {"cascade", "providers", "routing", "metering", "codecs", "config", "headers", "types", "_proto"},
     "cascade": {"providers", "codecs", "config", "headers", "types"},
     "providers": {"codecs", "config", "headers", "types"},
-    "routing": {"metering.prices", "config", "types"},
+    "routing": {"metering.prices", "metering.cache", "config", "types"},
     "metering": {"config", "types"},
     "codecs": {"types"},
     "offline": {"routing", "metering", "codecs", "config", "types"},

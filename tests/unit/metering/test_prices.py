@@ -4,7 +4,6 @@ import pytest
 from cascade_extproc import app, config
 from cascade_extproc.config import ConfigError, Economics
 from cascade_extproc.metering.prices import Price, PriceTable
-from cascade_extproc.routing.economics import cascade_saving
 from cascade_extproc.types import Usage
 
 OPUS = Price(input=5, output=25, cache_write=6.25, cache_read=0.5, cache_write_1h=10)
@@ -78,30 +77,6 @@ def test_bad_price_entries_name_the_key(entry, key):
     with pytest.raises(ConfigError) as err:
         app.parse_config({"pricing": {"models": [entry]}})
     assert err.value.key == key
-
-
-ECO = Economics(expected_output_tokens=600, accept_rate=0.7, verdict_tokens=10, instruction_tokens=150)
-
-
-def test_cascade_cannot_save_with_a_long_cached_context_and_a_short_answer():
-    # 100k context, 1k new: the draft reads 99k from its cache (6,930) + writes 1k (270) +
-    # writes 600 (660) = 7,860; the verify adds (600 + 150) fresh input at $5 = 3,750 and a
-    # verdict 0.7·10·25 = 175; it saves 0.7·600·25 = 10,500 of output: 10,500 − 11,785 < 0
-    saving = cascade_saving(100_000, 1_000, OPUS, DEEPSEEK, ECO)
-    assert saving == pytest.approx((10500 - 7860 - 3750 - 175) * 1e-6)
-    assert saving < 0
-
-
-def test_cascade_saves_with_a_short_context():
-    # 10k context: the draft costs 9,000·0.07 + 1,000·0.27 + 660 = 1,560; 10,500 − 5,485 > 0
-    saving = cascade_saving(10_000, 1_000, OPUS, DEEPSEEK, ECO)
-    assert saving == pytest.approx((10500 - 1560 - 3750 - 175) * 1e-6)
-    assert saving > 0
-
-
-def test_cascade_saving_grows_with_the_expected_answer():
-    long_answer = Economics(expected_output_tokens=4000, accept_rate=0.7, verdict_tokens=10, instruction_tokens=150)
-    assert cascade_saving(100_000, 1_000, OPUS, DEEPSEEK, long_answer) > 0  # 70,000 saved vs ~32k spent
 
 
 def test_request_costs_per_path():

@@ -7,7 +7,6 @@ import pytest
 from cascade_extproc import cli, config
 from cascade_extproc.offline import replay
 from cascade_extproc.offline.transcripts import RecordedCall, RecordedUsage, write_jsonl
-from cascade_extproc.types import Route, Usage
 
 CFG = config.load()
 USAGE = RecordedUsage(input_tokens=10, output_tokens=1000, cache_read_tokens=20000, cache_write_tokens=2000,
@@ -25,21 +24,103 @@ TOOL_RESULT = [{"role": "user", "content": "list"},
 COMPLEX = [{"role": "user", "content": "Design a plan to migrate the billing service, with trade-offs. " * 3}]
 
 
-def test_costs_by_path_hand_computed():
-    rows = replay.plan([call("a", TOOL_RESULT), call("b", COMPLEX), call("c", COMPLEX, model="claude-haiku-4-5")], CFG)
-    assert [(r.path, r.rule) for r in rows] == [("skipped", "tool-result-followup"), ("cascade", "complex-turn"),
-                                               ("direct", "cheap-model-requested")]
-    # Opus: 10·5 + 1000·25 + 2000·10 (1 h writes) + 20000·0.5 = 50 + 25,000 + 20,000 + 10,000
-    strong = 55050e-6
-    assert rows[0].cost_all_strong == pytest.approx(strong)
-    # Skipped: the same tokens at deepseek-chat prices: 10·.27 + 1000·1.1 + 2000·.27 + 20000·.07
-    draft = (2.7 + 1100 + 540 + 1400) * 1e-6
-    assert rows[0].cost_routed == pytest.approx(draft)
-    # Cascade: draft + verify input (recorded input + 1000 draft + 150 instruction fresh, same cache)
-    # + expected output 0.7·10 + 0.3·1000 tokens at $25
-    verify = (1160 * 5 + 20000 * 0.5 + 2000 * 10) * 1e-6 + (0.7 * 10 + 0.3 * 1000) * 25e-6
-    assert rows[1].cost_routed == pytest.approx(draft + verify)
-    assert rows[2].cost_routed == rows[2].cost_all_strong  # direct: unchanged
+# Routes by the last turn's shape alone, so the cases below choose them.
+RULES = config.parse({"router": {"rules": [
+    {"name": "tool-result", "when": {"last_turn": "tool_result"}, "route": "skipped"},
+    {"name": "design", "when": {"keywords": "planning"}, "route": "cascade"},
+    {"name": "rest", "route": "direct"}]}})
+
+
+def at(rid, seconds, messages, read, write, out=100, inp=3, w1h=0, model="claude-opus-4-6", thread="th"):
+    usage = RecordedUsage(input_tokens=inp, output_tokens=out, cache_read_tokens=read, cache_write_tokens=write,
+                          cache_write_1h_tokens=w1h)
+    return RecordedCall(rid, "s1", model, f"2026-01-01T00:{seconds // 60:02d}:{seconds % 60:02d}Z",
+                        {"model": model, "max_tokens": 32000, "messages": messages, "stream": True}, usage,
+                        "t.jsonl", thread)
+
+
+USER = [{"role": "user", "content": "Fix the failing test in the payment module"}]
+
+
+def test_a_skip_run_defers_its_writes_to_the_next_strong_call():
+    """Opus, 5-minute caching (USD per million: $5 in, $25 out, $6.25 write, $0.50 read;
+    deepseek-chat $0.27 miss, $0.07 hit, $1.10 out)."""
+    rows = replay.plan([
+        at("a", 0, USER, read=10_000, write=5_000),  # the system prompt cached by another conversation
+        at("b", 60, TOOL_RESULT, read=15_000, write=1_000),
+        at("c", 120, TOOL_RESULT, read=16_000, write=1_000),
+        at("d", 180, USER, read=17_000, write=1_000),
+    ], RULES)
+    assert [r.path for r in rows] == ["direct", "skipped", "skipped", "direct"]
+    # All-strong, the model prices every call as recorded: 3·5 + read·0.5 + write·6.25 + 100·25.
+    assert [round(r.cost_all_strong * 1e6, 2) for r in rows] == [38_765, 16_265, 16_765, 17_265]
+    assert all(r.cost_all_strong == pytest.approx(r.cost_recorded) for r in rows)
+    # a: the same call. b: the draft's first call misses all 16,003 tokens (+ 100 out).
+    assert round(rows[0].cost_routed * 1e6, 2) == 38_765
+    assert round(rows[1].cost_routed * 1e6, 2) == 4_430.81  # 16,003·0.27 + 110
+    assert rows[1].tokens["draft"] == {"input": 16_003, "cache_read": 0, "cache_write_5m": 0, "cache_write_1h": 0,
+                                       "output": 100}
+    # c: the draft reads what b left, misses the new 1,000: 16,003·0.07 + 1,000·0.27 + 110
+    assert round(rows[2].cost_routed * 1e6, 2) == 1_500.21
+    # d: the strong cache still holds a's 15,000 (180 s < 300 s): the skipped turns' 2,000 new
+    # tokens are written now, with d's own 1,000: 15 + 15,000·0.5 + 3,000·6.25 + 2,500.
+    assert rows[3].tokens["strong"] == {"input": 3, "cache_read": 15_000, "cache_write_5m": 3_000,
+                                        "cache_write_1h": 0, "output": 100}
+    assert round(rows[3].cost_routed * 1e6, 2) == 28_765
+    assert not rows[3].strong_cache_expired
+
+
+def test_a_skip_run_past_the_ttl_rewrites_the_prefix():
+    rows = replay.plan([
+        at("a", 0, USER, read=0, write=10_000),
+        at("b", 200, TOOL_RESULT, read=10_000, write=1_000),
+        at("c", 400, USER, read=11_000, write=1_000),  # 200 s after b: warm all-strong
+    ], RULES)
+    assert [r.path for r in rows] == ["direct", "skipped", "direct"]
+    # Routed, the strong model last saw the thread at 0: 400 s > 5 minutes, all 12,000 written.
+    assert rows[2].tokens["strong"]["cache_read"] == 0 and rows[2].tokens["strong"]["cache_write_5m"] == 12_000
+    assert rows[2].cost_routed == pytest.approx((15 + 12_000 * 6.25 + 2_500) * 1e-6)
+    assert rows[2].strong_cache_expired
+    # With 1-hour caching (the writes recorded as 1-hour ones) it stays warm: 10,000 read.
+    hour = replay.plan([at("a", 0, USER, read=0, write=10_000, w1h=10_000),
+                        at("b", 200, TOOL_RESULT, read=10_000, write=1_000, w1h=1_000),
+                        at("c", 400, USER, read=11_000, write=1_000, w1h=1_000)], RULES)
+    assert hour[2].tokens["strong"] == {"input": 3, "cache_read": 10_000, "cache_write_5m": 0,
+                                        "cache_write_1h": 2_000, "output": 100}
+
+
+def test_a_cascade_is_the_draft_and_a_verify_call_reading_the_context():
+    rows = replay.plan([at("a", 0, USER, read=0, write=20_000, out=1_000),
+                        at("b", 30, COMPLEX, read=20_000, write=2_000, out=1_000)], RULES)
+    assert rows[1].path == "cascade"
+    # The draft's first call in the thread misses all 22,003 tokens and answers 1,000: 5,940.81 + 1,100.
+    # The verify reads 20,000, writes 2,000, takes 3 + 1,000 (the draft) + 150 (instruction) as
+    # input and answers 0.7·10 + 0.3·1,000 = 307 tokens: 10,000 + 12,500 + 5,765 + 7,675
+    assert rows[1].tokens["draft"]["input"] == 22_003
+    assert rows[1].tokens["strong"]["output"] == 307
+    assert rows[1].cost_routed == pytest.approx((5_940.81 + 1_100 + 10_000 + 12_500 + 5_765 + 7_675) * 1e-6)
+
+
+def test_threads_are_replayed_apart_and_in_time_order():
+    # Given out of order and interleaved with another thread: each thread sorts itself by time.
+    rows = replay.plan([
+        at("b", 60, TOOL_RESULT, read=15_000, write=1_000),
+        at("x", 30, USER, read=0, write=9_000, thread="other"),
+        at("a", 0, USER, read=10_000, write=5_000),
+    ], RULES)
+    assert [r.request_id for r in rows] == ["b", "x", "a"]  # rows keep the calls' order
+    assert rows[0].tokens["draft"]["input"] == 16_003  # b came after a: the draft's first call all the same
+    assert rows[1].tokens["all_strong"]["cache_read"] == 0  # another thread's cache is not this one's
+
+
+def test_a_prompt_the_client_changed_caps_every_cache():
+    rows = replay.plan([
+        at("a", 0, USER, read=0, write=50_000),
+        at("b", 10, TOOL_RESULT, read=50_000, write=1_000),
+        at("c", 20, USER, read=20_000, write=32_000),  # warm, yet only 20,000 read: the prompt changed
+    ], RULES)
+    assert rows[2].tokens["strong"]["cache_read"] == 20_000
+    assert rows[2].cost_routed == pytest.approx(rows[2].cost_all_strong)
 
 
 def test_unknown_prices_and_missing_usage_are_reported_not_guessed():
@@ -57,12 +138,14 @@ def test_report_is_a_readable_table():
     text = out.getvalue()
     assert "path     calls  share  all-strong cost  routed cost" in text
     assert "tool-result-followup" in text and "below all-strong" in text
+    assert "priced from the cache model, all-strong and routed alike" in text and "as recorded" in text
 
 
-def test_routed_cost_direct_needs_no_draft_price():
-    prices = replay.Router.from_config(CFG).ctx.prices
-    u = Usage(input_tokens=1000)
-    assert replay.routed_cost(Route.DIRECT, "claude-opus-4-6", u, CFG, prices) == pytest.approx(0.005)
+def test_direct_needs_no_draft_price():
+    cfg = config.parse({"router": {"rules": [{"name": "rest", "route": "direct"}]},
+                        "providers": {"anthropic": {"draft": {"model": "mystery-draft"}}}})
+    (row,) = replay.plan([at("a", 0, USER, read=0, write=1_000)], cfg)
+    assert row.cost_routed == pytest.approx(row.cost_all_strong)
 
 
 def test_cli_write_then_replay_json(tmp_path, capsys):
@@ -74,6 +157,10 @@ def test_cli_write_then_replay_json(tmp_path, capsys):
     assert [(x["request_id"], x["path"], x["rule"]) for x in lines] == [
         ("req_1", "skipped", "tool-result-followup"), ("req_2", "cascade", "complex-turn")]
     assert all(x["cost_all_strong"] > 0 and x["cost_routed"] > 0 for x in lines)
+    # The simulated token split per provider: all-strong, and the routed plan's calls.
+    assert set(lines[0]["tokens"]) == {"all_strong", "draft"} and set(lines[1]["tokens"]) == {
+        "all_strong", "draft", "strong"}
+    assert set(lines[1]["tokens"]["strong"]) == {"input", "cache_read", "cache_write_5m", "cache_write_1h", "output"}
 
 
 def test_cli_plain_request_bodies(tmp_path, capsys):
@@ -105,7 +192,7 @@ def test_drop_thinking():
 def test_sample_transcripts_replay(capsys, sample_transcripts):
     assert cli.main(["replay", "--from-claude-code", str(sample_transcripts)]) == 0
     text = capsys.readouterr().out
-    assert "Replayed 17 calls from 3 source file(s); 17 with recorded usage" in text
+    assert "Replayed 17 calls from 3 source file(s) in 3 conversation thread(s); 17 with recorded usage" in text
     assert cli.main(["replay", "--from-claude-code", str(sample_transcripts), "--json"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert len(lines) == 17 and all(x["request_id"].startswith("req_") for x in lines)

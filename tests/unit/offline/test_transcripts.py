@@ -75,7 +75,8 @@ def test_two_turn_chat(tmp_path):
         request={"model": "claude-test", "max_tokens": 32000, "stream": True,
                  "messages": [{"role": "user", "content": "hi"}]},
         usage=RecordedUsage(input_tokens=3, output_tokens=10, cache_read_tokens=70, cache_write_tokens=50),
-        source=str(path))
+        source=str(path), thread="u1")
+    assert calls[1].thread == "u1"  # the same conversation: its chain starts at the same line
     assert calls[1].request["messages"] == [
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": [text("hello")]},
@@ -153,6 +154,8 @@ def test_subagent_sidechain_is_its_own_conversation(tmp_path):
         {"role": "assistant", "content": [tool_use(1)]},
         {"role": "user", "content": [result(1)]},
     ]
+    # Two threads: the main conversation's and the subagent's, each named by its first line.
+    assert {k: c.thread for k, c in calls.items()} == {"r1": "u1", "rs1": "s1", "rs2": "s1", "r2": "u1"}
 
 
 def test_progress_and_system_lines_are_links_and_user_lines_merge(tmp_path):
@@ -300,7 +303,7 @@ def test_write_read_round_trip(tmp_path):
     assert back == [replace(c, source=str(out)) for c in calls] + [
         replace(calls[0], request_id="r3", usage=None, source=str(out))]
     first = json.loads(out.read_text(encoding="utf-8").splitlines()[0])
-    assert list(first) == ["request_id", "session_id", "model", "timestamp", "usage", "request"]
+    assert list(first) == ["request_id", "session_id", "thread", "model", "timestamp", "usage", "request"]
 
 
 def test_read_plain_request_bodies(tmp_path):
