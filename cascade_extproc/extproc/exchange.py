@@ -20,6 +20,7 @@ from cascade_extproc.extproc.paths import (AnswerSide, CascadePath, Facts, FallB
 from cascade_extproc.extproc.paths.base import ask_usage, needs_usage_chunk
 from cascade_extproc.extproc.response import ResponseSide
 from cascade_extproc.headers import API_HEADER, CLIENT_PATHS, PROVIDER_PATHS, REQUEST_ATTRIBUTES
+from cascade_extproc.metering import tracing
 from cascade_extproc.metering.ledger import Ledger, RequestRecord
 from cascade_extproc.metering.prices import request_costs
 from cascade_extproc.types import Api, Decision, Path, Request, Route
@@ -65,6 +66,7 @@ class Exchange:
         self.req: Request | None = None
         self.answer: AnswerSide | None = None  # set when we watch the answer on its way back
         self._recorded = False
+        self.trace = tracing.begin(headers)  # None: tracing off
 
     # ---- request ---------------------------------------------------------------------------
 
@@ -99,6 +101,8 @@ class Exchange:
             log.exception("routing failed")
             yield self._fallback(req, "router-error", "route")
             return
+        if self.trace is not None:
+            tracing.decided(decision)
         draft_key = ""
         if self.rt.cfg.mode == "shadow":
             path = ShadowPath(self.rt, self.ledger, self._report)
@@ -191,7 +195,7 @@ class Exchange:
 
     def _new_record(self, api: Api | str, rule: str, model: str, facts: Facts) -> RequestRecord:
         rec = RequestRecord(request_id=self.headers.get("x-request-id", ""), api=str(api), path=facts.path,
-                            rule=rule, model=model)
+                            rule=rule, model=model, trace=self.trace)
         _apply(rec, facts)
         return rec
 
