@@ -59,7 +59,9 @@ class Request:
 class Decision:
     route: Route
     rule: str
-    features: dict[str, Any] = field(default_factory=dict)
+    features: dict[str, Any] = field(default_factory=dict)  # what the deciding rule read
+    # Every feature the router computed (the request's trace shows the key ones, whatever the rule).
+    extracted: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass

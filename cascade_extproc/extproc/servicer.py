@@ -11,6 +11,7 @@ from cascade_extproc._proto import external_processor_pb2_grpc as ep_grpc
 from cascade_extproc.extproc import mutations
 from cascade_extproc.extproc.exchange import Exchange, headers_from
 from cascade_extproc.extproc.paths import Runtime
+from cascade_extproc.metering import tracing
 from cascade_extproc.metering.ledger import Ledger
 
 
@@ -34,7 +35,10 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                 if counter is not None:
                     counter.inc()
                 if kind == "request_body" and exchange is None:
-                    exchange = Exchange(self._runtime(), self._ledger, headers_from(msg.attributes))
+                    headers = headers_from(msg.attributes)
+                    if tracing.enabled():  # Envoy's own span, when Envoy traces, parents ours
+                        tracing.envoy_parent(headers, context.invocation_metadata())
+                    exchange = Exchange(self._runtime(), self._ledger, headers)
                     async for resp in exchange.on_body(msg.request_body):
                         yield resp
                 elif kind == "response_headers" and exchange is not None:

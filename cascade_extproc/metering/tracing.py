@@ -39,11 +39,11 @@ RequestRecord = Any  # ledger.RequestRecord (the ledger imports this module, not
 log = logging.getLogger("cascade_extproc.tracing")
 
 SERVICE_NAME = "cascade-extproc"
+# The router's key features, on every request span whatever rule decided (plus those the rule read).
+KEY_FEATURES = ("stream", "tools", "tool_choice", "messages", "last_turn", "last_turn_tokens", "context_tokens",
+                "in_tool_loop", "recent_tools", "thinking", "images", "has_code", "keywords", "client",
+                "cascade_saving")
 MAX_CONTENT_CHARS = 16_000  # captured text per attribute, when capture_content is on
-# The router's features a span carries: scalars and names, never text from the conversation.
-FEATURES = ("stream", "tools", "tool_choice", "messages", "user_turns", "last_turn", "last_turn_tokens",
-            "context_tokens", "in_tool_loop", "recent_tools", "thinking", "images", "has_code", "keywords",
-            "max_tokens", "client", "cascade_saving")
 
 
 @dataclass
@@ -94,11 +94,25 @@ def begin(headers: dict[str, str]) -> Trace | None:
     return trace
 
 
+def envoy_parent(headers: dict[str, str], metadata: Iterable[Any] | None) -> None:
+    """Envoy, when it traces, puts its ext_proc span's context on the gRPC stream's metadata: that
+    span (itself in the client's trace, or in one Envoy started) is the request span's parent."""
+    found = {}
+    for item in metadata or ():
+        key, value = item[0], item[1]
+        if key in ("traceparent", "tracestate") and isinstance(value, str):
+            found[key] = value
+    if found.get("traceparent"):
+        headers["traceparent"] = found["traceparent"]
+        headers["tracestate"] = found.get("tracestate", "")
+
+
 def decided(decision: Decision) -> None:
     """The router's decision, for the request's span (route and features)."""
     trace = _current.get()
     if trace is not None:
-        trace.route, trace.features = str(decision.route), decision.features
+        key = {name: decision.extracted[name] for name in KEY_FEATURES if name in decision.extracted}
+        trace.route, trace.features = str(decision.route), {**key, **decision.features}
 
 
 def current() -> Trace | None:
@@ -325,8 +339,9 @@ class _Tracer:
         for role, usage in rec.usage.items():
             for kind, n in _kinds(usage):
                 a[f"cascade.tokens.{role}.{kind}"] = n
-        for name in FEATURES:
-            value = _attribute(trace.features.get(name))
+        # Numbers and names (features.py computes no text), never the conversation's words.
+        for name, value in trace.features.items():
+            value = _attribute(value)
             if value is not None:
                 a[f"cascade.feature.{name}"] = value
         if rec.model:

@@ -161,3 +161,13 @@ def test_the_config_section_loads():
     assert cfg.tracing == TracingConfig(True, "http://collector:4318", "http/protobuf", 0.25,
                                         {"deployment.environment": "prod"})
     assert config.load().tracing == TracingConfig()
+
+
+def test_envoys_span_on_the_grpc_stream_parents_the_request_over_the_clients_header():
+    envoy = "00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-01"
+    headers = {"traceparent": PARENT}
+    tracing.envoy_parent(headers, (("x-request-id", "r"), ("traceparent", envoy), ("tracestate", "e=1")))
+    assert headers == {"traceparent": envoy, "tracestate": "e=1"}
+    headers = {"traceparent": PARENT}
+    tracing.envoy_parent(headers, (("user-agent", "grpc-c++"),))  # Envoy not tracing: the client's stays
+    assert headers == {"traceparent": PARENT}
