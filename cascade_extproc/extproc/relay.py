@@ -52,8 +52,8 @@ class Relay:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         ticket = request.headers.get(TICKET_HEADER, "")
         call = self._calls.pop(ticket, None)
-        if self._traces:
-            tracing.resume(self._traces.pop(ticket, None))  # its draft call joins the request's trace
+        if tracing.enabled() or self._traces:  # its draft call joins the request's trace
+            tracing.resume(self._traces.pop(ticket, None))
         if call is None:
             log.warning("relay: a request with no valid ticket")
             return web.json_response({"error": "unknown ticket"}, status=404)

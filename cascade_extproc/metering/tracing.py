@@ -120,9 +120,9 @@ def current() -> Trace | None:
 
 
 def resume(trace: Trace | None) -> None:
-    """Continue `trace` in this task (the relay serving a request the exchange registered)."""
-    if trace is not None:
-        _current.set(trace)
+    """Continue `trace` in this task (the relay serving a request the exchange registered); None:
+    no trace (a task that serves several requests in turn must not keep the last one's)."""
+    _current.set(trace)
 
 
 def finished(rec: RequestRecord) -> None:
@@ -135,6 +135,8 @@ def finished(rec: RequestRecord) -> None:
         tracer.emit(trace, rec)
     except Exception:  # a trace is never worth a request
         log.exception("could not write the request's trace")
+    finally:  # the ledger keeps recent records: not their calls' answers
+        rec.trace, trace.calls = None, []
 
 
 # ---- provider calls ---------------------------------------------------------------------------

@@ -171,3 +171,60 @@ def test_envoys_span_on_the_grpc_stream_parents_the_request_over_the_clients_hea
     headers = {"traceparent": PARENT}
     tracing.envoy_parent(headers, (("user-agent", "grpc-c++"),))  # Envoy not tracing: the client's stays
     assert headers == {"traceparent": PARENT}
+
+
+class _Collector:
+    """An OTLP/HTTP receiver on loopback (the standard library's server): each export request, decoded."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        got = self.requests = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["content-length"]))
+                got.append((self.path, ExportTraceServiceRequest.FromString(body)))
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def spans(self):
+        return [(path, rs.resource, span) for path, req in self.requests for rs in req.resource_spans
+                for ss in rs.scope_spans for span in ss.spans]
+
+
+def test_otlp_http_export_with_the_configs_resource_attributes_and_sampling():
+    collector = _Collector()
+    try:
+        tracing.configure(TracingConfig(enabled=True, endpoint=collector.url, protocol="http/protobuf", sample_ratio=0.0,
+                                        resource_attributes={"deployment.environment": "test"}))
+        for headers in ({}, {"traceparent": PARENT}):  # ratio 0: only the client's sampled trace is kept
+            trace = tracing.begin(headers)
+            Ledger(Metrics()).record(RequestRecord("r", "openai", Path.DIRECT, "rule", "gpt-x", status=200,
+                                                   trace=trace))
+        tracing.flush()
+    finally:
+        tracing.shutdown()
+        collector.server.shutdown()
+    (path, resource, span), = collector.spans()
+    assert path == "/v1/traces" and span.name == "cascade direct" and span.trace_id.hex() == TRACE_ID
+    res = {a.key: a.value.string_value for a in resource.attributes}
+    assert res["service.name"] == "cascade-extproc" and res["deployment.environment"] == "test"
+
+
+def test_otel_sdk_disabled_keeps_tracing_off(monkeypatch):
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    tracing.configure(TracingConfig(enabled=True))
+    assert not tracing.enabled()
