@@ -39,7 +39,7 @@ class RequestRecord:
     error: str = ""  # how the answer broke after it had started, or "client-gone"
     shadow_route: str = ""  # shadow mode: what the router would have done
     at: float = field(default_factory=time.time)
-    trace: tracing.Trace | None = field(default=None, repr=False, compare=False)  # tracing on: the span's
+    trace: tracing.Trace | None = field(default=None, repr=False, compare=False)  # tracing on; written here
 
     def log_fields(self) -> dict[str, Any]:
         tokens = {role: {kind: getattr(u, attr) for kind, attr in _KINDS} for role, u in self.usage.items()}
