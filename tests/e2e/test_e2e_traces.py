@@ -22,6 +22,8 @@ import pytest
 
 from stack import CLIENT_KEY, DRAFT_KEY, DRAFT_MODELS, Stack, free_port
 
+# Phoenix takes a while to start on a busy machine (its database, its migrations).
+pytestmark = pytest.mark.timeout(360)
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "cascade-e2e"
 COMPLEX = ("Compare optimistic and pessimistic locking for our inventory service and recommend one, "
@@ -66,11 +68,11 @@ class Phoenix:
             body = r.read()
         return json.loads(body) if body[:1] in (b"{", b"[") else body
 
-    def spans(self) -> list[dict]:
+    def spans(self, project: str = PROJECT) -> list[dict]:
         out, cursor = [], ""
         while True:
             try:
-                page = self.get(f"/v1/projects/{PROJECT}/spans?limit=1000" + (f"&cursor={cursor}" if cursor else ""))
+                page = self.get(f"/v1/projects/{project}/spans?limit=1000" + (f"&cursor={cursor}" if cursor else ""))
             except urllib.error.HTTPError as exc:
                 if exc.code == 404:  # no span has arrived yet: the project does not exist
                     return []
@@ -268,3 +270,64 @@ def test_a_mixed_workload_arrives_in_phoenix_with_its_parentage_and_attributes(s
     text = json.dumps(spans)
     assert CLIENT_KEY not in text and DRAFT_KEY not in text
     assert "optimistic and pessimistic" not in text and "gen_ai.input.messages" not in text
+
+
+def envoy_tracing(phoenix):
+    """Envoy's own tracing (docs/observability.md): the OpenTelemetry tracer on the model-call
+    listener, exporting to the same receiver over OTLP/gRPC."""
+    def hook(boot):
+        res = boot["static_resources"]
+        hcm = res["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm["tracing"] = {"random_sampling": {"value": 100}, "provider": {
+            "name": "envoy.tracers.opentelemetry",
+            "typed_config": {"@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                             "grpc_service": {"envoy_grpc": {"cluster_name": "otel"}, "timeout": "2s"},
+                             "service_name": "envoy"}}}
+        res["clusters"].append({
+            "name": "otel", "type": "STATIC", "connect_timeout": "1s",
+            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}},
+            "load_assignment": {"cluster_name": "otel", "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": phoenix.grpc_port}}}}]}]}})
+    return hook
+
+
+def test_envoys_own_spans_join_the_trace(tmp_path, phoenix):
+    """With Envoy tracing too, one trace: the client's span → Envoy's → Envoy's ext_proc call →
+    the sidecar's request span → its draft and verify calls."""
+    saved = os.environ.get("OTEL_BSP_SCHEDULE_DELAY")
+    os.environ["OTEL_BSP_SCHEDULE_DELAY"] = "100"
+    try:
+        s = Stack(tmp_path, bootstrap_hook=envoy_tracing(phoenix), extra_config={"tracing": {
+            "enabled": True, "endpoint": f"http://127.0.0.1:{phoenix.grpc_port}",
+            "resource_attributes": {"openinference.project.name": PROJECT}}})
+    finally:
+        if saved is None:
+            os.environ.pop("OTEL_BSP_SCHEDULE_DELAY", None)
+        else:
+            os.environ["OTEL_BSP_SCHEDULE_DELAY"] = saved
+    try:
+        trace_id, client_span, header = client_trace()
+        a = anthropic.Anthropic(base_url=s.anthropic_url, api_key=CLIENT_KEY, max_retries=0)
+        a.messages.create(model="claude-sonnet-5", max_tokens=200, messages=[{"role": "user", "content": COMPLEX}],
+                          extra_headers=header)
+        deadline = time.monotonic() + 60  # Envoy exports its spans every 5 s
+        while True:
+            ours = [sp for sp in phoenix.spans() if sp["context"]["trace_id"] == trace_id]
+            # Envoy's spans carry no project attribute: Phoenix files them under "default".
+            envoy = [sp for sp in phoenix.spans("default") if sp["context"]["trace_id"] == trace_id]
+            if (len(ours) >= 3 and len(envoy) >= 2) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        s.close()
+    spans = {sp["context"]["span_id"]: sp for sp in ours + envoy}
+    (root,) = [sp for sp in ours if sp["name"].startswith("cascade ")]
+    chain, span = [], root
+    while span is not None:  # up from our request span to the client's
+        chain.append(span["name"])
+        parent = span["parent_id"]
+        span = spans.get(parent)
+    assert parent == client_span, (chain, [sp["name"] for sp in envoy])
+    assert len(chain) > 1, f"our span's parent is the client's, not Envoy's: {chain}"
