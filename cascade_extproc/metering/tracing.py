@@ -1,7 +1,7 @@
 """Traces: one OpenTelemetry span per model call the sidecar handles, its provider calls as children.
 
 Off by default (`tracing.enabled`), and then free: no provider is wrapped, no span is made, a
-request costs one check of a module global. On, a request's span is written once, when its record
+request costs a few checks of a module global. On, a request's span is written once, when its record
 is finished (the ledger hands it here with the metrics and the log line), from that record: path,
 rule, tokens, cost, baseline, served model, fallback reason. Its timing comes from the exchange
 (begin) and each provider call the sidecar made for it (the draft, the verify call, the relay's
@@ -309,8 +309,10 @@ class _Tracer:
         end_ns = time.time_ns()
         calls = [c for c in trace.calls if c.end_ns]  # a background call still running is left out
         span = self.tracer.start_span(f"cascade {rec.path}", context=parent, kind=SpanKind.SERVER,
-                                      start_time=trace.start_ns, attributes=self._request_attributes(trace, rec,
-                                                                                                     calls))
+                                      start_time=trace.start_ns)
+        if not span.is_recording():  # sampled out (the ratio, or a client's unsampled trace): no work
+            return
+        span.set_attributes(self._request_attributes(trace, rec, calls))
         if rec.status >= 500 or rec.error:
             span.set_status(Status(StatusCode.ERROR, rec.error or f"http-{rec.status}"))
         ctx = otel.set_span_in_context(span)
