@@ -2,6 +2,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The tests' OTLP receiver (tests/e2e/test_e2e_traces.py): Arize Phoenix, a real trace store with a
+# query API. Test-only, and in a venv of its own: it pins what our tests use differently (anthropic<2),
+# and its licence (Elastic License 2.0) is fine for a tool the tests run, not for what we ship.
+PHOENIX := $(VENV)/phoenix
+PHOENIX_VERSION := 20.26.1
 
 .PHONY: run test unit bench soak local-models proto clean
 
@@ -9,6 +14,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	test -x $(PHOENIX)/bin/python || $(PYTHON) -m venv $(PHOENIX)
+	$(PHOENIX)/bin/python -m pip install --quiet 'arize-phoenix==$(PHOENIX_VERSION)'
 	touch $(STAMP)
 
 run: $(STAMP)

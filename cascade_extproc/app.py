@@ -25,6 +25,7 @@ from cascade_extproc.config import Addr, Config
 from cascade_extproc.extproc.access_log import AccessLogSink, AwaitingLog
 from cascade_extproc.extproc.relay import Relay
 from cascade_extproc.extproc.servicer import ExternalProcessor
+from cascade_extproc.metering import tracing
 from cascade_extproc.metering.ledger import Ledger
 from cascade_extproc.metering.metrics import Metrics
 from cascade_extproc.metering.prices import PriceTable
@@ -66,6 +67,9 @@ def runtime_from(cfg: Config, session: aiohttp.ClientSession | None, relay: Rela
         for role in ("draft", "strong"):
             prov = getattr(pair, role)
             providers[(api, role)] = make_provider(prov.api(api), prov.base_url, session)
+            if cfg.tracing.enabled:  # each call made for a traced request: a child span
+                providers[(api, role)] = tracing.TracedProvider(providers[(api, role)], role,
+                                                                prov.model if role == "draft" else "")
     router = Router.from_config(cfg, conversations)
     return Runtime(cfg=cfg, router=router, prices=router.ctx.prices or PriceTable([]), providers=providers,
                    relay=relay if relay is not None else Relay(),
@@ -86,6 +90,11 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     cfg = config.load(path)
     runtime_from(cfg, None)
     return cfg
+
+
+def draft_keys(cfg: Config) -> list[str]:
+    """The sidecar's own keys: redacted wherever text leaves it (logs, captured span content)."""
+    return [k for k in (cfg.providers.for_api(api).draft.api_key() for api in Api) if k]
 
 
 def listening_socket(addr: Addr) -> socket.socket:
@@ -145,6 +154,7 @@ class App:
 
     async def start(self) -> None:
         cfg = self.cfg
+        tracing.configure(cfg.tracing, draft_keys(cfg))
         # One pooled session for all provider calls; per-call timeouts are set by the cascade.
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         self._runtime = runtime_from(cfg, self._session, self.relay, conversations=self.conversations)
@@ -200,6 +210,7 @@ class App:
         self._runtime = runtime_from(cfg, self._session, self.relay, conversations=self.conversations)
         self.cfg = cfg
         self.ledger.mode = cfg.mode
+        tracing.configure(cfg.tracing, draft_keys(cfg))
         logging.getLogger().setLevel(cfg.log_level.upper())
 
     async def stop(self, grace_s: float = 5.0) -> None:
@@ -217,6 +228,7 @@ class App:
             await self._admin.cleanup()
         if self._session:
             await self._session.close()
+        await asyncio.to_thread(tracing.shutdown)  # the spans still queued reach the collector
 
 
 async def wait_for_signal() -> None:

@@ -177,6 +177,21 @@ class ShadowConfig:
 
 
 @dataclass(frozen=True)
+class TracingConfig:
+    """OpenTelemetry traces (metering/tracing.py). What is left empty here, the standard OTEL_*
+    environment variables say (OTEL_EXPORTER_OTLP_ENDPOINT, _PROTOCOL, _HEADERS, OTEL_TRACES_SAMPLER,
+    OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME, ...)."""
+
+    enabled: bool = False
+    endpoint: str = ""  # the collector: http://host:4317 (grpc) or http://host:4318 (http/protobuf)
+    protocol: str = ""  # grpc | http/protobuf; "": OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL, else grpc
+    sample_ratio: float | None = None  # share of new traces kept; None: OTEL_TRACES_SAMPLER, else all
+    resource_attributes: dict[str, str] = field(default_factory=dict)  # over OTEL_RESOURCE_ATTRIBUTES
+    # Prompt and answer text on the provider-call spans, redacted of keys: off, it is the user's data.
+    capture_content: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     providers: Providers
     # "active": route for real; "shadow": decide and record, change nothing.
@@ -193,6 +208,7 @@ class Config:
     router: RouterConfig = field(default_factory=RouterConfig)
     pricing: PricingConfig = field(default_factory=PricingConfig)
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
 
 
 def _merge(base: Any, over: Any) -> Any:
@@ -299,6 +315,16 @@ def _check(cfg: Config) -> None:
         raise ConfigError("limits.max_body_bytes", "must be >= 1024")
     if cfg.limits.envoy_max_heap_bytes < 4 * cfg.limits.max_body_bytes:
         raise ConfigError("limits.envoy_max_heap_bytes", "must hold at least 4 bodies of limits.max_body_bytes")
+    tr = cfg.tracing
+    if tr.protocol not in ("", "grpc", "http/protobuf"):
+        raise ConfigError("tracing.protocol", "one of grpc, http/protobuf")
+    if tr.sample_ratio is not None and not 0 <= tr.sample_ratio <= 1:
+        raise ConfigError("tracing.sample_ratio", "a share between 0 and 1")
+    if tr.endpoint and not tr.endpoint.startswith(("http://", "https://")):
+        raise ConfigError("tracing.endpoint", "must start with http:// or https://")
+    for k, v in tr.resource_attributes.items():
+        if not isinstance(v, (str, int, float, bool)):
+            raise ConfigError(f"tracing.resource_attributes.{k}", "a string, number or boolean")
     eco = cfg.router.economics
     if not 0 <= eco.accept_rate <= 1:
         raise ConfigError("router.economics.accept_rate", "a share between 0 and 1")

@@ -45,9 +45,10 @@ ACCESS_LOG_NAME = "cascade-meter"
 
 # Envoy sends the server no request-headers message (a round trip fewer on every call): the
 # request headers the server reads arrive as request_attributes with the body.
+# traceparent / tracestate: the client's trace, continued by the request's span (metering/tracing.py).
 FORWARDED_HEADERS = ("content-type", "content-encoding", "user-agent", API_HEADER,
                      "x-api-key", "authorization", "anthropic-version", "anthropic-beta",
-                     "openai-organization", "openai-project")
+                     "openai-organization", "openai-project", "traceparent", "tracestate")
 # CEL expression Envoy evaluates -> the header name the server files it under.
 REQUEST_ATTRIBUTES = {"request.path": ":path", "request.method": ":method", "request.id": "x-request-id",
                       **{f"request.headers['{h}']": h for h in FORWARDED_HEADERS}}

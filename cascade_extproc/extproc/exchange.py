@@ -21,6 +21,7 @@ from cascade_extproc.extproc.paths import (AnswerSide, CascadePath, Facts, FallB
 from cascade_extproc.extproc.paths.base import ask_usage, needs_usage_chunk
 from cascade_extproc.extproc.response import ResponseSide, logged_usage
 from cascade_extproc.headers import API_HEADER, CLIENT_PATHS, METADATA_NAMESPACE, METER_KEY, PROVIDER_PATHS, REQUEST_ATTRIBUTES
+from cascade_extproc.metering import tracing
 from cascade_extproc.metering.ledger import Ledger, RequestRecord
 from cascade_extproc.metering.prices import request_costs
 from cascade_extproc.types import Api, Decision, Path, Request, Route, Usage
@@ -72,6 +73,7 @@ class Exchange:
         self.answer: AnswerSide | None = None  # set when we watch the answer on its way back
         self.decision: Decision | None = None  # the router's, with the conversation it continues
         self._recorded = False
+        self.trace = tracing.begin(headers)  # None: tracing off
 
     # ---- request ---------------------------------------------------------------------------
 
@@ -106,6 +108,8 @@ class Exchange:
             log.exception("routing failed")
             yield self._fallback(req, "router-error", "route")
             return
+        if self.trace is not None:
+            tracing.decided(decision)
         draft_key = ""
         if self.rt.cfg.mode == "shadow":
             path = ShadowPath(self.rt, self.ledger, self._report)
@@ -228,7 +232,7 @@ class Exchange:
 
     def _new_record(self, api: Api | str, rule: str, model: str, facts: Facts) -> RequestRecord:
         rec = RequestRecord(request_id=self.headers.get("x-request-id", ""), api=str(api), path=facts.path,
-                            rule=rule, model=model)
+                            rule=rule, model=model, trace=self.trace)
         _apply(rec, facts)
         return rec
 

@@ -12,6 +12,7 @@ from cascade_extproc.extproc import mutations
 from cascade_extproc.extproc.access_log import AwaitingLog
 from cascade_extproc.extproc.exchange import Exchange, headers_from
 from cascade_extproc.extproc.paths import Runtime
+from cascade_extproc.metering import tracing
 from cascade_extproc.metering.ledger import Ledger
 
 
@@ -36,7 +37,10 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                 if counter is not None:
                     counter.inc()
                 if kind == "request_body" and exchange is None:
-                    exchange = Exchange(self._runtime(), self._ledger, headers_from(msg.attributes), self._awaiting)
+                    headers = headers_from(msg.attributes)
+                    if tracing.enabled():  # Envoy's own span, when Envoy traces, parents ours
+                        tracing.envoy_parent(headers, context.invocation_metadata())
+                    exchange = Exchange(self._runtime(), self._ledger, headers, self._awaiting)
                     async for resp in exchange.on_body(msg.request_body):
                         yield resp
                     if not exchange.wants_answer:

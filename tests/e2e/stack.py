@@ -66,14 +66,15 @@ STACKS: list["Stack"] = []
 class Stack:
     def __init__(self, tmp: Path, extra_config: dict | None = None, draft_formats: dict | None = None,
                  draft_base_path: str = "", pod_layout: bool = False, upstreams: dict[str, str] | None = None,
-                 draft_models: dict[str, str] | None = None):
+                 draft_models: dict[str, str] | None = None, bootstrap_hook=None):
         """`draft_formats` maps a client API to the API its draft provider speaks (default: same);
         `draft_base_path`: the draft providers serve under this path prefix. `pod_layout`: as in
         Kubernetes, the server on a Unix socket in SOCKETS_DIR, Envoy's admin socket in
         ENVOY_ADMIN_DIR and the draft key in SECRETS_DIR (volumes the app never mounts).
         `upstreams`: real providers' base URLs by role and API ("strong_anthropic", "draft_openai",
         ...) in place of simulated ones (tests/e2e/local_llm.py: llama-servers); `draft_models`:
-        the draft model per client API (default DRAFT_MODELS)."""
+        the draft model per client API (default DRAFT_MODELS).
+        `bootstrap_hook(boot)`: edits Envoy's bootstrap before it starts (e.g. Envoy's own tracing)."""
         self.tmp = tmp
         self.loop = LoopThread()
         formats = {"anthropic": "anthropic", "openai": "openai", **(draft_formats or {})}
@@ -117,6 +118,8 @@ class Stack:
         self.start_server()
         boot = envoy_config.build(self.cfg, listen=Addr("127.0.0.1", self.port), grpc=Addr.parse(grpc),
                                   admin=Addr.parse(f"unix:{admin_socket}/envoy-admin.sock"))
+        if bootstrap_hook is not None:
+            bootstrap_hook(boot)
         self.envoy = EnvoyProcess(boot, log_level=os.environ.get("STACK_ENVOY_LOG", "warning"))
         self.envoy.start()
         self.envoy.wait_ready()
