@@ -60,8 +60,10 @@ class Decision:
     route: Route
     rule: str
     features: dict[str, Any] = field(default_factory=dict)  # those the deciding rule tested
-    all_features: dict[str, Any] = field(default_factory=dict)  # every feature of the request
-    conversation: Any = None  # its state (routing/state.py), brought up to date when it is done
+    # Every feature the router computed (the cache model's settlement and the request's trace read
+    # them); not part of what the decision is.
+    all_features: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    conversation: Any = field(default=None, compare=False, repr=False)  # routing/state.py, settled when done
 
 
 @dataclass
