@@ -178,18 +178,18 @@ class TracedProvider:
         finally:
             call.end_ns = time.time_ns()
 
-    def open(self, body: bytes, headers: dict[str, str], timeout_s: float):
+    def open(self, body: bytes, headers: dict[str, str], timeout_s: float, deadline: float | None = None):
         trace = _current.get()
         if trace is None:
-            return self._inner.open(body, headers, timeout_s)
-        return self._open(trace, body, headers, timeout_s)
+            return self._inner.open(body, headers, timeout_s, deadline)
+        return self._open(trace, body, headers, timeout_s, deadline)
 
     @contextlib.asynccontextmanager
     async def _open(self, trace: Trace, body: bytes, headers: dict[str, str],
-                    timeout_s: float) -> AsyncIterator[Any]:
+                    timeout_s: float, deadline: float | None) -> AsyncIterator[Any]:
         call = self._call(trace, body, stream=True)
         try:
-            async with self._inner.open(body, headers, timeout_s) as up:
+            async with self._inner.open(body, headers, timeout_s, deadline) as up:
                 yield up
         except BaseException as exc:
             call.error, call.status = _error(exc)

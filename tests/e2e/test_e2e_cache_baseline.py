@@ -42,13 +42,17 @@ def prompt(t):
 def test_a_skipped_run_then_a_strong_call_is_metered_and_baselined_as_the_model_says(stack):
     client = anthropic.Anthropic(base_url=stack.anthropic_url, api_key=CLIENT_KEY, max_retries=0)
     history, paths = [], []
-    for text in (LONG, "ok, go on", "and then?", LONG + " Now write it."):
+    for turn, text in enumerate((LONG, "ok, go on", "and then?", LONG + " Now write it.")):
         history.append({"role": "user", "content": text})
-        raw = client.messages.with_raw_response.create(**request(history, thinking=False))
+        body = request(history, thinking=False)
+        body["extra_headers"] = {**body["extra_headers"], "x-request-id": f"cache-turn-{turn}"}
+        raw = client.messages.with_raw_response.create(**body)
         paths.append(raw.headers["x-cascade-path"])
         history.append(as_history(raw.parse()))
     assert paths == ["direct", "skipped", "skipped", "direct"]
-    lines = request_lines(stack, 4)
+    # In request order: a direct answer's line comes with Envoy's access log, up to 0.1 s later.
+    lines = sorted(request_lines(stack, 4), key=lambda x: x["request_id"])
+    assert [x["request_id"] for x in lines] == [f"cache-turn-{t}" for t in range(4)]
     assert [x["path"] for x in lines] == paths
     s1, d2, d3, s4 = (lines[0]["tokens"]["strong"], lines[1]["tokens"]["draft"], lines[2]["tokens"]["draft"],
                       lines[3]["tokens"]["strong"])
