@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from cascade_extproc.actions import Action
 from cascade_extproc.metering.metrics import Metrics
 from cascade_extproc.types import Path, Usage
 
@@ -39,6 +40,11 @@ class RequestRecord:
     fallback_reason: str = ""  # why the strong model answered instead (path fallback)
     error: str = ""  # how the answer broke after it had started, or "client-gone"
     shadow_route: str = ""  # shadow mode: what the router would have done
+    # A guarded skip (route guarded): the draft's action, and why it escalated ("" when served,
+    # else a risky action's kind or destructive_shell, or draft-failed). The path says the outcome.
+    guarded: bool = False
+    guard_action: Action | None = None
+    escalation: str = ""
     at: float = field(default_factory=time.time)
 
     def log_fields(self) -> dict[str, Any]:
@@ -54,6 +60,10 @@ class RequestRecord:
             out["error"] = self.error
         if self.shadow_route:
             out["shadow_route"] = self.shadow_route
+        if self.guarded:
+            a = self.guard_action
+            out["guard"] = {"action": a.kind if a else "", "tool": a.tool if a else "",
+                            "target": a.target if a else "", "escalation": self.escalation}
         return out
 
 
@@ -70,6 +80,8 @@ class Ledger:
         self.baseline_usd = 0.0
         self.shadow_routes: collections.Counter[str] = collections.Counter()
         self.agreement: dict[str, list[int]] = {}  # rule → [agreed, total]
+        # Guarded skips: (path, the draft's action kind, escalation) → requests.
+        self.guarded: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self._models: set[str] = set()
         # The charts' data: per minute, what was spent, what the strong model alone would have
         # cost, and the requests by path; only the last SERIES_POINTS minutes are kept.
@@ -108,6 +120,10 @@ class Ledger:
         if rec.api != "none":
             self.model_calls += 1
         self._latency.setdefault(rec.path, collections.deque(maxlen=self._window)).append(rec.latency_s * 1000)
+        if rec.guarded:
+            key = (str(rec.path), rec.guard_action.kind if rec.guard_action else "none", rec.escalation or "none")
+            self.guarded[key] += 1
+            m.guarded.labels(*key).inc()
         if rec.shadow_route:
             self.shadow_routes[rec.shadow_route] += 1
             m.shadow_decisions.labels(rec.shadow_route, rec.rule).inc()
@@ -166,11 +182,27 @@ class Ledger:
                 "savings_rate": savings / self.baseline_usd if self.baseline_usd else None},
             "latency_ms": {p: {"p50": statistics.median(v), "p95": _p95(v), "count": len(v)}
                            for p, v in self._latency.items() if v},
+            "guarded": self._guarded(),
             "shadow": {"decisions": dict(self.shadow_routes),
                        "agreement": {r: {"agreed": a, "total": t} for r, (a, t) in self.agreement.items()}},
             "recent": [_recent(r) for r in reversed(self._recent)],
             "series": self.series(),
         }
+
+
+    def _guarded(self) -> dict[str, Any]:
+        """Guarded skips: how many, served as the draft's, and escalated by reason (and how)."""
+        served = sum(n for (path, _, esc), n in self.guarded.items() if esc == "none" and path == Path.SKIPPED)
+        escalated: dict[str, dict[str, int]] = {}
+        for (path, _, esc), n in self.guarded.items():
+            if esc != "none":
+                by = escalated.setdefault(esc, {})
+                by[path] = by.get(path, 0) + n
+        actions: dict[str, int] = {}
+        for (_, kind, _), n in self.guarded.items():
+            actions[kind] = actions.get(kind, 0) + n
+        return {"requests": sum(self.guarded.values()), "served": served, "escalated": escalated,
+                "actions": actions}
 
 
 def _p95(values: collections.deque[float]) -> float:
@@ -185,4 +217,5 @@ def _recent(r: RequestRecord) -> dict[str, Any]:
             "served_model": r.served_model,
             "input_tokens": (served.input_tokens + served.cache_read_tokens + served.cache_write_tokens) if served else None,
             "output_tokens": served.output_tokens if served else None,
-            "cost_usd": r.cost_usd, "baseline_usd": r.baseline_usd, "latency_ms": round(r.latency_s * 1000, 1)}
+            "cost_usd": r.cost_usd, "baseline_usd": r.baseline_usd, "latency_ms": round(r.latency_s * 1000, 1),
+            "guard": (r.escalation or "served") if r.guarded else ""}

@@ -47,6 +47,11 @@ class Metrics:
             "trip Envoy waits for).", ["kind"], registry=r)
         self.config_reloads = Counter(
             "cascade_config_reloads", "Config reloads, by result (ok, error, needs_restart).", ["result"], registry=r)
+        self.guarded = Counter(
+            "cascade_guarded_requests", "Guarded skips (route guarded), by the path they took, the draft's action "
+            "(file_edit, shell, read_only, subagent, text, other; none: the draft failed) and why they "
+            "escalated (none: served as the draft's; a risky action's kind, destructive_shell, draft-failed).",
+            ["path", "action", "escalation"], registry=r)
         self.shadow_decisions = Counter(
             "cascade_shadow_decisions", "Shadow mode: what the router would have done, by route and rule.",
             ["route", "rule"], registry=r)
