@@ -178,3 +178,20 @@ class Policy:
 
     def is_risky(self, action: Action) -> bool:
         return is_risky(action, self.risky_kinds, self.destructive_shell)
+
+
+# How close two answers' actions are (shadow mode: the draft's against the strong model's), from
+# the closest: the same target (file, or program) with the same tool, the same tool, the same kind.
+SAME_TARGET, SAME_TOOL, SAME_KIND, DIFFERENT = "same_target", "same_tool", "same_kind", "different"
+MATCHES = (SAME_TARGET, SAME_TOOL, SAME_KIND, DIFFERENT)
+
+
+def match(a: Action, b: Action) -> str:
+    """How close `a` is to `b` (two texts are the same action)."""
+    if a.kind != b.kind:
+        return DIFFERENT
+    if _norm(a.tool) != _norm(b.tool):
+        return SAME_KIND
+    if a.target != b.target:
+        return SAME_TOOL
+    return SAME_TARGET

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from cascade_extproc.actions import Action
+from cascade_extproc.actions import MATCHES, Action
 from cascade_extproc.metering.metrics import Metrics
 from cascade_extproc.types import Path, Usage
 
@@ -67,6 +67,20 @@ class RequestRecord:
         return out
 
 
+@dataclass(frozen=True)
+class ActionComparison:
+    """Shadow mode: what the draft's answer would have done against what the strong model's did."""
+
+    match: str  # actions.MATCHES: same_target, same_tool, same_kind, different
+    draft: Action
+    strong: Action
+    draft_risky: bool  # a guarded skip would have escalated it
+    strong_risky: bool  # the turn was a risky one to skip
+
+
+_ACTION_COUNTS = (*MATCHES, "strong_risky", "draft_risky", "missed_risk")
+
+
 class Ledger:
     def __init__(self, metrics: Metrics, recent: int = 50, window: int = 500):
         self.metrics = metrics
@@ -80,6 +94,8 @@ class Ledger:
         self.baseline_usd = 0.0
         self.shadow_routes: collections.Counter[str] = collections.Counter()
         self.agreement: dict[str, list[int]] = {}  # rule → [agreed, total]
+        # Shadow mode: rule → sampled answers' action comparisons (_ACTION_COUNTS, and "total").
+        self.actions: dict[str, dict[str, int]] = {}
         # Guarded skips: (path, the draft's action kind, escalation) → requests.
         self.guarded: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self._models: set[str] = set()
@@ -167,6 +183,21 @@ class Ledger:
         counts[0] += int(agreed)
         counts[1] += 1
 
+    def record_actions(self, rule: str, c: ActionComparison) -> None:
+        """A sampled draft's action against the strong model's. `missed_risk`: the strong model
+        took a risky action and the draft's answer neither took the same one nor was risky itself
+        (a skip would have served it; a guarded skip too)."""
+        m = self.metrics
+        m.shadow_actions.labels(rule, c.match).inc()
+        counts = self.actions.setdefault(rule, dict.fromkeys(("total", *_ACTION_COUNTS), 0))
+        counts["total"] += 1
+        counts[c.match] += 1
+        missed = c.strong_risky and not c.draft_risky and c.match != "same_target"
+        for name, flag in (("strong_risky", c.strong_risky), ("draft_risky", c.draft_risky), ("missed_risk", missed)):
+            if flag:
+                counts[name] += 1
+                m.shadow_risky_actions.labels(rule, name).inc()
+
     def dashboard(self) -> dict[str, Any]:
         """The dashboard's data (the contract is in cascade_extproc/dashboard/index.html's users)."""
         total = sum(self.by_path.values())
@@ -184,7 +215,8 @@ class Ledger:
                            for p, v in self._latency.items() if v},
             "guarded": self._guarded(),
             "shadow": {"decisions": dict(self.shadow_routes),
-                       "agreement": {r: {"agreed": a, "total": t} for r, (a, t) in self.agreement.items()}},
+                       "agreement": {r: {"agreed": a, "total": t} for r, (a, t) in self.agreement.items()},
+                       "actions": {r: dict(c) for r, c in self.actions.items()}},
             "recent": [_recent(r) for r in reversed(self._recent)],
             "series": self.series(),
         }

@@ -124,3 +124,15 @@ def test_a_bad_guard_config_names_its_key(guard, key):
 def test_the_config_knows_the_same_kinds():
     assert ACTION_KINDS == actions.KINDS
     assert set(GuardConfig().risky_actions) == actions.RISKY_KINDS
+
+
+def test_match_says_how_close_two_actions_are():
+    edit_a, edit_b = Action("file_edit", "Edit", "a.py"), Action("file_edit", "Edit", "b.py")
+    write_a = Action("file_edit", "Write", "a.py")
+    assert actions.match(edit_a, Action("file_edit", "Edit", "a.py")) == "same_target"
+    assert actions.match(edit_a, edit_b) == "same_tool"
+    assert actions.match(edit_a, write_a) == "same_kind"
+    assert actions.match(edit_a, Action("read_only", "Read", "a.py")) == "different"
+    assert actions.match(Action("text"), Action("text")) == "same_target"
+    assert actions.match(Action("shell", "Bash", "pytest"), Action("shell", "bash", "pytest")) == "same_target"
+    assert actions.MATCHES == ("same_target", "same_tool", "same_kind", "different")
