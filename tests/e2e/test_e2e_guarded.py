@@ -159,3 +159,30 @@ def test_the_log_line_says_the_request_was_guarded_and_why_it_escalated(stack):
     assert last["path"] == "accepted" and last["rule"] == "guard-all"
     assert last["guard"] == {"action": "file_edit", "tool": "Edit", "target": "/repo/app.py", "escalation": "file_edit"}
     assert last["tokens"]["draft"]["output"] > 0 and last["tokens"]["strong"]["output"] > 0
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_the_drafts_reasoning_is_never_shown_and_thinking_stays_on_for_the_strong_model(stack, api):
+    """The client asked for thinking (or reasoning); the draft is asked without it and, reasoning
+    anyway (`sim:think`), has its reasoning stripped before its answer is judged and served."""
+    offered = CASES["read"][0]
+    if api == "anthropic":
+        client = anthropic.Anthropic(base_url=stack.anthropic_url, api_key=CLIENT_KEY, max_retries=0, timeout=20)
+        raw = client.messages.with_raw_response.create(
+            model=STRONG[api], max_tokens=2000, thinking={"type": "enabled", "budget_tokens": 1024}, tools=[offered],
+            messages=[{"role": "user", "content": "Look. sim:tool=Read sim:think"}])
+        msg = raw.parse()
+        assert [b.type for b in msg.content if b.type in ("thinking", "redacted_thinking")] == []
+        assert [b.name for b in msg.content if b.type == "tool_use"] == ["Read"]
+    else:
+        client = openai.OpenAI(base_url=stack.openai_url, api_key=CLIENT_KEY, max_retries=0, timeout=20)
+        raw = client.chat.completions.with_raw_response.create(
+            model=STRONG[api], reasoning_effort="high", tools=[openai_tool(offered)],
+            messages=[{"role": "user", "content": "Look. sim:tool=Read sim:think"}])
+        body = json.loads(raw.text)
+        assert "reasoning_content" not in body["choices"][0]["message"]
+        assert [c["function"]["name"] for c in body["choices"][0]["message"]["tool_calls"]] == ["Read"]
+    assert (raw.headers.get("x-cascade-path"), raw.headers.get("x-cascade-guard")) == ("skipped", "served")
+    (draft,) = model_calls(stack.sims[f"draft_{api}"])
+    if api == "anthropic":  # the draft is never asked to think (its thinking could not be shown)
+        assert json.loads(draft.body)["thinking"] == {"type": "disabled"}
