@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 
 from cascade_extproc.cascade import guard
-from cascade_extproc.cascade.run import CascadeCall, CascadeError, guarded
+from cascade_extproc.cascade.run import CascadeError, guarded
 from cascade_extproc.extproc import mutations
-from cascade_extproc.extproc.credentials import draft_auth, strong_headers
+from cascade_extproc.extproc.paths.cascade import cascade_call
 from cascade_extproc.extproc.paths.base import FallBack, Facts, Pending, Report, Runtime, Taken, ToStrong, encode_answer
 from cascade_extproc.headers import GUARD_HEADER
 from cascade_extproc.metering.ledger import Ledger
@@ -42,16 +42,7 @@ class GuardedPath:
     async def _run(self, req: Request, draft_key: str) -> Taken:
         cfg = self.rt.cfg
         draft = cfg.providers.for_api(req.api).draft
-        call = CascadeCall(
-            draft=self.rt.providers[(req.api, "draft")],
-            draft_model=draft.model,
-            draft_headers=draft_auth(req, draft.api(req.api), draft_key),
-            strong=self.rt.providers[(req.api, "strong")],
-            strong_headers=strong_headers(req),
-            draft_timeout_s=cfg.cascade.draft_timeout_s,
-            verify_timeout_s=cfg.cascade.verify_timeout_s,
-            on_call=self._timed,
-        )
+        call = cascade_call(self.rt, req, draft_key, self._timed)  # the cascade's draft call, alike
         async with self.rt.cascade_slots:
             try:
                 out = await guarded(req, call, self.rt.guard, cfg.guard.on_risky)
