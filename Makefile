@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit bench soak proto clean
+.PHONY: run test unit bench soak local-models proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ bench: $(STAMP)
 
 soak: $(STAMP)
 	$(BIN)/python bench/load.py --requests 20000 --concurrency 64 --fault-rate 0.01
+
+# llama-server (built from the llama-cpp-python sdist) and SmolLM2's weights, into
+# ~/.cache/cascade-extproc: once per machine. The local-model tests and docs/quality.md use them.
+local-models: $(STAMP)
+	$(BIN)/python scripts/local_models.py build
 
 proto: $(STAMP)
 	$(BIN)/python proto/generate.py

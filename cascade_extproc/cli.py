@@ -1,4 +1,4 @@
-"""Command line: serve, up, route, replay, sim, envoy-config, gen-certs."""
+"""Command line: serve, up, route, replay, eval, sim, envoy-config, gen-certs."""
 from __future__ import annotations
 
 import argparse
@@ -126,6 +126,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from cascade_extproc.metering.prices import PriceTable
+    from cascade_extproc.offline import eval as harness
+
+    cfg = _load(args.config)
+    return harness.main(args, PriceTable.from_config(cfg.pricing.models))
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     from cascade_extproc import sim
 
@@ -210,6 +218,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="one JSON line per call instead of the report")
     s.add_argument("--config")
     s.set_defaults(func=cmd_replay)
+
+    from cascade_extproc.offline import eval as harness
+
+    s = sub.add_parser("eval", help="run a task suite paired: the strong model alone vs the cascade stack")
+    harness.add_arguments(s)
+    s.add_argument("--config", help="YAML config whose price table prices the answers (default: the defaults)")
+    s.set_defaults(func=cmd_eval)
 
     from cascade_extproc import sim
 

@@ -20,6 +20,9 @@ import yaml
 from cascade_extproc.types import Api
 
 DEFAULTS_FILE = FsPath(__file__).parent / "defaults" / "config.yaml"
+# Envoy's timeout for a model call's whole answer, on every model route (deploy/envoy_config.py):
+# the client's own timeout is the one that should fire. The sidecar's own limits stay below it.
+ROUTE_TIMEOUT_S = 600
 
 
 class ConfigError(ValueError):
@@ -112,6 +115,14 @@ class CascadeConfig:
     on_verify_failure: str = "fallback"
     # Cascades in flight at once; past that, requests pass through to the strong model.
     max_concurrent: int = 32
+    # The draft's output budget on every path that asks it: a client limit above it, or none, is
+    # replaced by it (defaults/config.yaml says why 8192).
+    draft_max_tokens: int = 8192
+    # A skipped answer's time limit, from the request: a stream ends there as a length stop; a
+    # JSON answer not in by then is answered by the strong model.
+    skipped_max_s: float = 300.0
+    # A draft caught repeating itself (cascade/repetition.py) is a failed draft.
+    detect_repetition: bool = True
 
 
 @dataclass(frozen=True)
@@ -301,6 +312,11 @@ def _check(cfg: Config) -> None:
             raise ConfigError(f"cascade.{name}", "must be > 0")
     if cfg.cascade.max_concurrent < 1:
         raise ConfigError("cascade.max_concurrent", "must be >= 1")
+    if cfg.cascade.draft_max_tokens < 1:
+        raise ConfigError("cascade.draft_max_tokens", "must be >= 1")
+    if not 0 < cfg.cascade.skipped_max_s < ROUTE_TIMEOUT_S:
+        raise ConfigError("cascade.skipped_max_s", f"must be > 0 and below Envoy's route timeout ({ROUTE_TIMEOUT_S} s), "
+                          "which would cut the stream")
     if cfg.cascade.on_verify_failure not in ("fallback", "serve_draft"):
         raise ConfigError("cascade.on_verify_failure", "one of fallback, serve_draft")
     if cfg.limits.max_body_bytes < 1024:

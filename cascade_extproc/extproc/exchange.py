@@ -22,7 +22,7 @@ from cascade_extproc.extproc.response import ResponseSide
 from cascade_extproc.headers import API_HEADER, CLIENT_PATHS, PROVIDER_PATHS, REQUEST_ATTRIBUTES
 from cascade_extproc.metering.ledger import Ledger, RequestRecord
 from cascade_extproc.metering.prices import request_costs
-from cascade_extproc.types import Api, Decision, Path, Request, Route
+from cascade_extproc.types import Api, Decision, Path, Request, Route, Usage
 
 log = logging.getLogger("cascade_extproc.handler")
 
@@ -126,7 +126,7 @@ class Exchange:
                 yield mutations.extend_timeout(step.wait_s)
                 step = await step.run()
         except FallBack as fb:
-            yield self._fallback(req, decision.rule, fb.reason)
+            yield self._fallback(req, decision.rule, fb.reason, fb.usage)
             return
         except ToStrong as handed:
             yield self._take(req, decision.rule, self._to_strong(req, handed.facts))
@@ -149,8 +149,12 @@ class Exchange:
         response = mutations.continue_body(facts.path, None if body is req.raw else body, usage_injected=usage_injected)
         return Taken(response, facts, answer=answer)
 
-    def _fallback(self, req: Request, rule: str, reason: str) -> ep.ProcessingResponse:
-        return self._take(req, rule, self._to_strong(req, Facts(Path.FALLBACK, fallback_reason=reason)))
+    def _fallback(self, req: Request, rule: str, reason: str,
+                  spent: dict[str, Usage] | None = None) -> ep.ProcessingResponse:
+        """The strong model answers the client's request; `spent`: what the path used before (a
+        draft's usage), recorded beside the strong model's."""
+        facts = Facts(Path.FALLBACK, usage=dict(spent or {}), fallback_reason=reason)
+        return self._take(req, rule, self._to_strong(req, facts))
 
     def _take(self, req: Request, rule: str, taken: Taken) -> ep.ProcessingResponse:
         """Record what the path did, watch the answer it asked to, and hand Envoy its response."""

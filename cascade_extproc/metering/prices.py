@@ -86,11 +86,10 @@ def request_costs(path: Path, prices: PriceTable, strong_model: str, draft_model
         if strong is None or strong_usage is None:
             return None, None
         cost = strong.cost(strong_usage)
-        if draft_usage is not None:  # a draft asked first and not served (a guarded skip escalated)
-            if draft is None:
-                return None, cost
-            return cost + draft.cost(draft_usage), cost
-        return cost, cost
+        # A draft may have been paid for first, and not served: a fallback's (it looped, ran out of
+        # its budget) or a guarded skip's sent on to the strong model (direct).
+        spent = draft.cost(draft_usage) if draft and draft_usage else 0.0
+        return cost + spent, cost
     if path is Path.SKIPPED:
         if draft_usage is None:
             return None, None

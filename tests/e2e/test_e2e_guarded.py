@@ -48,14 +48,14 @@ def openai_tool(t: dict) -> dict:
                                              "parameters": t["input_schema"]}}
 
 
-def ask(stack, api: str, mode: str, text: str, tools: list[dict]):
+def ask(stack, api: str, mode: str, text: str, tools: list[dict], max_tokens: int = 200):
     """(status, headers, the answer's text, its tool calls [(name, input)]) as the SDK assembled them."""
     stream = mode == "sse"
     calls, text_out = [], ""
     if api == "anthropic":
         client = anthropic.Anthropic(base_url=stack.anthropic_url, api_key=CLIENT_KEY, max_retries=0, timeout=20)
         raw = client.messages.with_raw_response.create(
-            model=STRONG[api], max_tokens=200, stream=stream, tools=tools,
+            model=STRONG[api], max_tokens=max_tokens, stream=stream, tools=tools,
             messages=[{"role": "user", "content": text}])
         if stream:
             parts: dict[int, list] = {}
@@ -186,3 +186,23 @@ def test_the_drafts_reasoning_is_never_shown_and_thinking_stays_on_for_the_stron
     (draft,) = model_calls(stack.sims[f"draft_{api}"])
     if api == "anthropic":  # the draft is never asked to think (its thinking could not be shown)
         assert json.loads(draft.body)["thinking"] == {"type": "disabled"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("api", APIS)
+def test_a_looping_draft_on_the_guarded_path_is_a_failed_draft_for_the_strong_model(stack, api, mode):
+    """`sim:loop=draft`: the draft repeats a phrase up to its budget (cascade.draft_max_tokens);
+    the repetition check (cascade/draft_checks.py, on the cascade's own draft call) fails it: the
+    strong model answers the client's request (fallback, draft-degenerate), nothing is verified."""
+    before = stack.metric_total("cascade_fallbacks_total", reason="draft-degenerate")
+    # (a client's own limit above the budget: under it, a length stop is the client's answer to have)
+    status, headers, text, calls = ask(stack, api, mode, "Go on. sim:loop=draft", [CASES["read"][0]], max_tokens=20000)
+    assert (status, headers.get("x-cascade-path"), headers.get("x-cascade-guard")) == (200, "fallback", None)
+    assert text.startswith(f"Simulated reply from {STRONG[api]}: ")
+    (draft,) = model_calls(stack.sims[f"draft_{api}"])
+    body = json.loads(draft.body)
+    assert body.get("max_tokens", body.get("max_completion_tokens")) == 8192  # the budget, asked for
+    (strong,) = model_calls(stack.sims[f"strong_{api}"])
+    assert b"[cascade-verify" not in strong.body
+    assert stack.metric_total("cascade_fallbacks_total", reason="draft-degenerate") == before + 1
+    assert guarded_count(stack, path="fallback", action="none", escalation="draft-degenerate") >= 1

@@ -94,9 +94,10 @@ class Pending:
 class FallBack(Exception):
     """The path cannot serve the request: the strong model answers the original (path fallback)."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, usage: dict[str, Usage] | None = None):
         super().__init__(reason)
         self.reason = reason  # the fallback reason, in the metrics
+        self.usage = usage or {}  # what the path spent before it gave up (a draft's tokens), metered too
 
 
 class ToStrong(Exception):

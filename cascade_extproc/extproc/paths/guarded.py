@@ -5,8 +5,10 @@ buffered call within cascade.draft_timeout_s), and judges its answer by what it 
   (path `skipped`, `x-cascade-guard: served`);
 - risky: the strong model verifies it (accepted | enhanced, `x-cascade-guard: verify:<reason>`),
   or, under `guard.on_risky: direct`, answers the client's request itself (path `direct`);
-- the draft failed: the strong model answers the client's request (path `fallback`,
-  `draft-failed`); verification failed: the same (`verify-failed`), never the unchecked draft.
+- the draft failed (an error: `draft-failed`; it loops: `draft-degenerate`; it stopped at the
+  output budget, cascade.draft_max_tokens: `draft-budget`; cascade/draft_checks.py, as the
+  cascade's): the strong model answers the client's request (path `fallback`); verification
+  failed: the same (`verify-failed`), never the unchecked draft.
 Every outcome is recorded with the draft's action and why it escalated (metrics, log line)."""
 from __future__ import annotations
 
@@ -47,13 +49,14 @@ class GuardedPath:
             try:
                 out = await guarded(req, call, self.rt.guard, cfg.guard.on_risky)
             except CascadeError as exc:
-                # A failed draft, or a risky draft whose check failed: never served unchecked.
+                # A failed draft (an error; it loops or ran out of its budget: draft_checks.py), or
+                # a risky draft whose check failed: never served unchecked.
                 log.warning("guarded skip: %s failed: %s; the strong model answers", exc.stage, exc)
-                usage = {"draft": exc.draft.usage} if exc.draft is not None else {}
+                usage = {"draft": exc.spent.usage} if exc.spent is not None else {}
                 action = self.rt.guard.classify(exc.draft.blocks) if exc.draft is not None else None
                 reason = guard.reason(action, self.rt.guard) if action is not None else ""
-                raise ToStrong(Facts(Path.FALLBACK, usage=usage, fallback_reason=f"{exc.stage}-failed", guarded=True,
-                                     guard_action=action, escalation=reason or f"{exc.stage}-failed")) from None
+                raise ToStrong(Facts(Path.FALLBACK, usage=usage, fallback_reason=exc.reason, guarded=True,
+                                     guard_action=action, escalation=reason or exc.reason)) from None
             except Exception:
                 log.exception("guarded skip crashed; falling back to the strong model")
                 raise ToStrong(Facts(Path.FALLBACK, fallback_reason="internal-error", guarded=True,

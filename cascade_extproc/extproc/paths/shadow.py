@@ -47,7 +47,8 @@ class ShadowPath:
             return
         async with self.rt.shadow_slots:
             try:
-                body = draft_body(req, draft.api(req.api), draft.model, stream=False)
+                body = draft_body(req, draft.api(req.api), draft.model, stream=False,
+                                  budget=cfg.cascade.draft_max_tokens)
                 answer = await self.rt.providers[(req.api, "draft")].complete(
                     body, draft_auth(req, draft.api(req.api), key), cfg.cascade.draft_timeout_s)
                 strong = await asyncio.wait_for(strong_answer, cfg.cascade.verify_timeout_s)

@@ -96,6 +96,17 @@ def test_cascade_failures_fall_back_with_the_stage_as_the_reason():
     assert info.value.reason == "verify-failed"
 
 
+def test_a_cascade_draft_out_of_its_budget_falls_back_with_what_it_cost():
+    """RAW asks for 64 tokens: a budget of 32 is ours, and a draft that stops for length failed."""
+    cut = Response("id", "draft-model", [Block("text", text="Half an")], StopReason.MAX_TOKENS, Usage(10, 32))
+    draft = FakeProvider(lambda b: cut)
+    rt = runtime(draft=draft, draft_max_tokens=32)
+    with pytest.raises(FallBack) as info:
+        finish(take(CascadePath, rt, reports=[]))
+    assert (info.value.reason, info.value.usage) == ("draft-budget", {"draft": Usage(10, 32)})
+    assert draft.calls[0][0]["max_tokens"] == 32
+
+
 def test_cascade_serve_draft_when_only_verification_failed():
     rt = runtime(strong=FakeProvider(error=ProviderStatus(500)), on_verify_failure="serve_draft")
     taken = finish(take(CascadePath, rt))
@@ -238,3 +249,22 @@ def test_guarded_overloaded_falls_back_before_asking_for_time():
     with pytest.raises(FallBack) as info:
         asyncio.run(main())
     assert info.value.reason == "overload"
+
+
+def test_guarded_draft_out_of_its_budget_or_looping_is_a_failed_draft_for_the_strong_model():
+    """The guarded skip's draft call is the cascade's (run.ask_draft, paths/cascade.cascade_call):
+    the budget is asked for, and a draft that stops for it, or loops, is never judged nor served."""
+    cut = Response("id", "draft-model", [Block("text", text="Half an")], StopReason.MAX_TOKENS, Usage(10, 32))
+    draft = FakeProvider(lambda b: cut)
+    rt = runtime(draft=draft, draft_max_tokens=32)
+    with pytest.raises(ToStrong) as info:
+        finish(take(GuardedPath, rt, Route.GUARDED))
+    f = info.value.facts
+    assert (f.path, f.fallback_reason, f.escalation, f.usage) == (Path.FALLBACK, "draft-budget", "draft-budget",
+                                                                  {"draft": Usage(10, 32)})
+    assert draft.calls[0][0]["max_tokens"] == 32
+    loop = Response("id", "draft-model", [Block("text", text="all work and no play " * 200)], StopReason.END_TURN,
+                    Usage(10, 1000))
+    with pytest.raises(ToStrong) as info:
+        finish(take(GuardedPath, runtime(draft=FakeProvider(lambda b: loop)), Route.GUARDED))
+    assert (info.value.facts.fallback_reason, info.value.facts.usage) == ("draft-degenerate", {"draft": Usage(10, 1000)})
