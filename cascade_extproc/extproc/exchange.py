@@ -244,7 +244,7 @@ class Exchange:
                 except Exception:
                     log.exception("the cache model failed; the request keeps its plain baseline")
                     base = None
-                if base is not None and rec.cost_usd is not None:
+                if base is not None and base >= 0 and rec.cost_usd is not None:
                     rec.baseline_usd = base
         self.ledger.record(rec)
 
