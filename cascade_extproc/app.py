@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from cascade_extproc import admin, config
 from cascade_extproc._proto import als_pb2_grpc as als_grpc
 from cascade_extproc._proto import external_processor_pb2_grpc as ep_grpc
+from cascade_extproc.actions import Policy
 from cascade_extproc.config import Addr, Config
 from cascade_extproc.extproc.access_log import AccessLogSink, AwaitingLog
 from cascade_extproc.extproc.relay import Relay
@@ -54,6 +55,7 @@ class Runtime:
     relay: Relay = field(default_factory=Relay)
     shadow_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
     cascade_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
+    guard: Policy = field(default_factory=Policy)  # what a guarded skip may serve unchecked (cfg.guard)
 
 
 def runtime_from(cfg: Config, session: aiohttp.ClientSession | None, relay: Relay | None = None,
@@ -74,7 +76,8 @@ def runtime_from(cfg: Config, session: aiohttp.ClientSession | None, relay: Rela
     return Runtime(cfg=cfg, router=router, prices=router.ctx.prices or PriceTable([]), providers=providers,
                    relay=relay if relay is not None else Relay(),
                    shadow_slots=asyncio.Semaphore(cfg.shadow.max_concurrent),
-                   cascade_slots=asyncio.Semaphore(cfg.cascade.max_concurrent))
+                   cascade_slots=asyncio.Semaphore(cfg.cascade.max_concurrent),
+                   guard=Policy.from_config(cfg.guard))
 
 
 def parse_config(data: Any) -> Config:

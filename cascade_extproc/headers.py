@@ -12,6 +12,9 @@ PROVIDER_PATHS = {Api.ANTHROPIC: "/v1/messages", Api.OPENAI: "/v1/chat/completio
 API_PATH = {Api.ANTHROPIC: "/v1/messages", Api.OPENAI: "/chat/completions"}
 
 PATH_HEADER = "x-cascade-path"  # response header: the path a request took
+# Response header on a guarded skip the server answered: `served` (the draft's, unchecked), or
+# `verify:<reason>` (the strong model checked it; x-cascade-path says accepted or enhanced).
+GUARD_HEADER = "x-cascade-guard"
 ROUTE_HEADER = "x-cascade-route"  # once the draft-route selector; still never taken from a client
 METADATA_NAMESPACE = "cascade"  # dynamic metadata namespace Envoy accepts from the servicer
 API_HEADER = "x-cascade-api"  # set by Envoy on transparently captured traffic: the host's API

@@ -1,12 +1,14 @@
 """Draft → verify → accepted | enhanced: the driver of the verification protocol (verify.py), against
-the providers' Protocol. Raises CascadeError for the caller to fall back."""
+the providers' Protocol; and the guarded skip: draft → judged (guard.py) → served, or verified.
+Raises CascadeError for the caller to fall back."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from typing import Callable
 
-from cascade_extproc.cascade import verify
+from cascade_extproc.actions import Policy
+from cascade_extproc.cascade import guard, verify
 from cascade_extproc.cascade.bodies import draft_body, verify_body
 from cascade_extproc.cascade.draft_checks import DEGENERATE, failed_draft
 from cascade_extproc.codecs import provenance
@@ -61,7 +63,9 @@ async def _timed(call: CascadeCall, provider: str, name: str, coro):
             call.on_call(provider, name, time.monotonic() - t0)
 
 
-async def run(req: Request, call: CascadeCall) -> Outcome:
+async def ask_draft(req: Request, call: CascadeCall) -> Response:
+    """The draft's answer, buffered, its reasoning stripped: the one draft call of every path the
+    server drafts on itself (the cascade, the guarded skip), so what judges a draft judges both."""
     body = draft_body(req, call.draft.api, call.draft_model, budget=call.draft_max_tokens)
     try:
         draft = await _timed(call, "draft", "draft", call.draft.complete(body, call.draft_headers,
@@ -75,6 +79,11 @@ async def run(req: Request, call: CascadeCall) -> Outcome:
         why = "the draft repeats itself" if failed == DEGENERATE else "the draft ran out of its output budget"
         raise CascadeError("draft", why, reason=failed, spent=draft)
     provenance.strip_reasoning(draft)
+    return draft
+
+
+async def verify_draft(req: Request, call: CascadeCall, draft: Response) -> Outcome:
+    """The strong model checks `draft`: accepted (the draft is served) or enhanced (its own answer)."""
     nonce = verify.new_nonce()
     try:
         verdict = await _timed(call, "strong", "verify", call.strong.complete(
@@ -87,3 +96,27 @@ async def run(req: Request, call: CascadeCall) -> Outcome:
     if judged is verify.Verdict.ANSWER:
         return Outcome(Path.ENHANCED, verdict, draft, verdict)
     raise CascadeError("verify", "unusable verdict", draft)
+
+
+async def run(req: Request, call: CascadeCall) -> Outcome:
+    return await verify_draft(req, call, await ask_draft(req, call))
+
+
+@dataclass
+class GuardedOutcome:
+    """A guarded skip: what the draft did, and what became of it."""
+
+    judgement: guard.Judgement
+    draft: Response
+    verified: Outcome | None = None  # the strong model's verification, when the draft was risky and on_risky is verify
+
+
+async def guarded(req: Request, call: CascadeCall, policy: Policy, on_risky: str = "verify") -> GuardedOutcome:
+    """The draft answers; a safe answer is served as it is, a risky one verified by the strong
+    model (on_risky "verify") or left for the strong model to answer itself ("direct": the caller
+    sends the original request on). A failed draft raises CascadeError("draft"), as the cascade's."""
+    draft = await ask_draft(req, call)
+    judgement = guard.judge(draft, policy, on_risky)
+    if judgement.step != guard.VERIFY:
+        return GuardedOutcome(judgement, draft)
+    return GuardedOutcome(judgement, draft, await verify_draft(req, call, draft))

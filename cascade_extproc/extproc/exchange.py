@@ -16,8 +16,8 @@ from cascade_extproc.cascade.bodies import strong_body
 from cascade_extproc.extproc import mutations
 from cascade_extproc.extproc.access_log import AwaitingLog, Logged
 from cascade_extproc.extproc.credentials import client_credentials
-from cascade_extproc.extproc.paths import (AnswerSide, CascadePath, Facts, FallBack, PathFactory, Pending, Runtime,
-                                           ShadowPath, SkipPath, Taken)
+from cascade_extproc.extproc.paths import (AnswerSide, CascadePath, Facts, FallBack, GuardedPath, PathFactory, Pending,
+                                           Runtime, ShadowPath, SkipPath, Taken, ToStrong)
 from cascade_extproc.extproc.paths.base import ask_usage, needs_usage_chunk
 from cascade_extproc.extproc.response import ResponseSide, logged_usage
 from cascade_extproc.headers import API_HEADER, CLIENT_PATHS, METADATA_NAMESPACE, METER_KEY, PROVIDER_PATHS, REQUEST_ATTRIBUTES
@@ -29,7 +29,7 @@ from cascade_extproc.types import Api, Decision, Path, Request, Route, Usage
 log = logging.getLogger("cascade_extproc.handler")
 
 # The router's route → the path that serves it. Shadow mode (cfg.mode) takes every request instead.
-PATHS: dict[Route, PathFactory] = {Route.SKIPPED: SkipPath, Route.CASCADE: CascadePath}
+PATHS: dict[Route, PathFactory] = {Route.SKIPPED: SkipPath, Route.CASCADE: CascadePath, Route.GUARDED: GuardedPath}
 
 
 def api_for(method: str, path: str, captured_api: str = "") -> Api | None:
@@ -125,7 +125,11 @@ class Exchange:
             if not draft_key:
                 yield self._fallback(req, decision.rule, "no-draft-key")
                 return
-            path = PATHS[decision.route](self.rt, self.ledger, self._report)
+            factory = PATHS.get(decision.route)
+            if factory is None:  # a route no path serves (yet): the strong model answers
+                yield self._fallback(req, decision.rule, "no-path")
+                return
+            path = factory(self.rt, self.ledger, self._report)
         try:
             step = path.take(req, decision, draft_key)
             if isinstance(step, Pending):
@@ -133,6 +137,9 @@ class Exchange:
                 step = await step.run()
         except FallBack as fb:
             yield self._fallback(req, decision.rule, fb.reason, fb.usage)
+            return
+        except ToStrong as handed:
+            yield self._take(req, decision.rule, self._to_strong(req, handed.facts))
             return
         yield self._take(req, decision.rule, step)
 
@@ -281,3 +288,4 @@ def _apply(rec: RequestRecord, facts: Facts) -> None:
     """What a path says happened, into the request's one record."""
     rec.path, rec.served_model, rec.usage = facts.path, facts.served_model or rec.model, dict(facts.usage)
     rec.fallback_reason, rec.error, rec.shadow_route = facts.fallback_reason, facts.error, facts.shadow_route
+    rec.guarded, rec.guard_action, rec.escalation = facts.guarded, facts.guard_action, facts.escalation

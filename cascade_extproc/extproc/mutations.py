@@ -62,10 +62,12 @@ def to_relay(ticket: str, usage_injected: bool = False) -> ep.ProcessingResponse
     return resp
 
 
-def immediate(status: int, body: bytes, content_type: str, path: Path) -> ep.ProcessingResponse:
+def immediate(status: int, body: bytes, content_type: str, path: Path,
+              extra_headers: dict[str, str] | None = None) -> ep.ProcessingResponse:
     """Answer the client ourselves; Envoy does not contact any upstream."""
     headers = ep.HeaderMutation(set_headers=[
-        _header("content-type", content_type), _header(PATH_HEADER, str(path))])
+        _header("content-type", content_type), _header(PATH_HEADER, str(path)),
+        *(_header(k, v) for k, v in (extra_headers or {}).items())])
     resp = ep.ProcessingResponse(immediate_response=ep.ImmediateResponse(
         status=http_status_pb2.HttpStatus(code=status), headers=headers, body=body))
     return _with_path(resp, path)

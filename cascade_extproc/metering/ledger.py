@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from cascade_extproc.metering import tracing
+from cascade_extproc.actions import MATCHES, Action
 from cascade_extproc.metering.metrics import Metrics
 from cascade_extproc.types import Path, Usage
 
@@ -40,6 +41,11 @@ class RequestRecord:
     fallback_reason: str = ""  # why the strong model answered instead (path fallback)
     error: str = ""  # how the answer broke after it had started, or "client-gone"
     shadow_route: str = ""  # shadow mode: what the router would have done
+    # A guarded skip (route guarded): the draft's action, and why it escalated ("" when served,
+    # else a risky action's kind or destructive_shell, or draft-failed). The path says the outcome.
+    guarded: bool = False
+    guard_action: Action | None = None
+    escalation: str = ""
     at: float = field(default_factory=time.time)
     trace: tracing.Trace | None = field(default=None, repr=False, compare=False)  # tracing on; written here
 
@@ -56,7 +62,25 @@ class RequestRecord:
             out["error"] = self.error
         if self.shadow_route:
             out["shadow_route"] = self.shadow_route
+        if self.guarded:
+            a = self.guard_action
+            out["guard"] = {"action": a.kind if a else "", "tool": a.tool if a else "",
+                            "target": a.target if a else "", "escalation": self.escalation}
         return out
+
+
+@dataclass(frozen=True)
+class ActionComparison:
+    """Shadow mode: what the draft's answer would have done against what the strong model's did."""
+
+    match: str  # actions.MATCHES: same_target, same_tool, same_kind, different
+    draft: Action
+    strong: Action
+    draft_risky: bool  # a guarded skip would have escalated it
+    strong_risky: bool  # the turn was a risky one to skip
+
+
+_ACTION_COUNTS = (*MATCHES, "strong_risky", "draft_risky", "missed_risk")
 
 
 class Ledger:
@@ -72,6 +96,10 @@ class Ledger:
         self.baseline_usd = 0.0
         self.shadow_routes: collections.Counter[str] = collections.Counter()
         self.agreement: dict[str, list[int]] = {}  # rule → [agreed, total]
+        # Shadow mode: rule → sampled answers' action comparisons (_ACTION_COUNTS, and "total").
+        self.actions: dict[str, dict[str, int]] = {}
+        # Guarded skips: (path, the draft's action kind, escalation) → requests.
+        self.guarded: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self._models: set[str] = set()
         # The charts' data: per minute, what was spent, what the strong model alone would have
         # cost, and the requests by path; only the last SERIES_POINTS minutes are kept.
@@ -110,6 +138,10 @@ class Ledger:
         if rec.api != "none":
             self.model_calls += 1
         self._latency.setdefault(rec.path, collections.deque(maxlen=self._window)).append(rec.latency_s * 1000)
+        if rec.guarded:
+            key = (str(rec.path), rec.guard_action.kind if rec.guard_action else "none", rec.escalation or "none")
+            self.guarded[key] += 1
+            m.guarded.labels(*key).inc()
         if rec.shadow_route:
             self.shadow_routes[rec.shadow_route] += 1
             m.shadow_decisions.labels(rec.shadow_route, rec.rule).inc()
@@ -155,6 +187,21 @@ class Ledger:
         counts[0] += int(agreed)
         counts[1] += 1
 
+    def record_actions(self, rule: str, c: ActionComparison) -> None:
+        """A sampled draft's action against the strong model's. `missed_risk`: the strong model
+        took a risky action and the draft's answer neither took the same one nor was risky itself
+        (a skip would have served it; a guarded skip too)."""
+        m = self.metrics
+        m.shadow_actions.labels(rule, c.match).inc()
+        counts = self.actions.setdefault(rule, dict.fromkeys(("total", *_ACTION_COUNTS), 0))
+        counts["total"] += 1
+        counts[c.match] += 1
+        missed = c.strong_risky and not c.draft_risky and c.match != "same_target"
+        for name, flag in (("strong_risky", c.strong_risky), ("draft_risky", c.draft_risky), ("missed_risk", missed)):
+            if flag:
+                counts[name] += 1
+                m.shadow_risky_actions.labels(rule, name).inc()
+
     def dashboard(self) -> dict[str, Any]:
         """The dashboard's data (the contract is in cascade_extproc/dashboard/index.html's users)."""
         total = sum(self.by_path.values())
@@ -170,11 +217,28 @@ class Ledger:
                 "savings_rate": savings / self.baseline_usd if self.baseline_usd else None},
             "latency_ms": {p: {"p50": statistics.median(v), "p95": _p95(v), "count": len(v)}
                            for p, v in self._latency.items() if v},
+            "guarded": self._guarded(),
             "shadow": {"decisions": dict(self.shadow_routes),
-                       "agreement": {r: {"agreed": a, "total": t} for r, (a, t) in self.agreement.items()}},
+                       "agreement": {r: {"agreed": a, "total": t} for r, (a, t) in self.agreement.items()},
+                       "actions": {r: dict(c) for r, c in self.actions.items()}},
             "recent": [_recent(r) for r in reversed(self._recent)],
             "series": self.series(),
         }
+
+
+    def _guarded(self) -> dict[str, Any]:
+        """Guarded skips: how many, served as the draft's, and escalated by reason (and how)."""
+        served = sum(n for (path, _, esc), n in self.guarded.items() if esc == "none" and path == Path.SKIPPED)
+        escalated: dict[str, dict[str, int]] = {}
+        for (path, _, esc), n in self.guarded.items():
+            if esc != "none":
+                by = escalated.setdefault(esc, {})
+                by[path] = by.get(path, 0) + n
+        actions: dict[str, int] = {}
+        for (_, kind, _), n in self.guarded.items():
+            actions[kind] = actions.get(kind, 0) + n
+        return {"requests": sum(self.guarded.values()), "served": served, "escalated": escalated,
+                "actions": actions}
 
 
 def _p95(values: collections.deque[float]) -> float:
@@ -189,4 +253,5 @@ def _recent(r: RequestRecord) -> dict[str, Any]:
             "served_model": r.served_model,
             "input_tokens": (served.input_tokens + served.cache_read_tokens + served.cache_write_tokens) if served else None,
             "output_tokens": served.output_tokens if served else None,
-            "cost_usd": r.cost_usd, "baseline_usd": r.baseline_usd, "latency_ms": round(r.latency_s * 1000, 1)}
+            "cost_usd": r.cost_usd, "baseline_usd": r.baseline_usd, "latency_ms": round(r.latency_s * 1000, 1),
+            "guard": (r.escalation or "served") if r.guarded else ""}

@@ -48,9 +48,23 @@ class Metrics:
             "trip Envoy waits for).", ["kind"], registry=r)
         self.config_reloads = Counter(
             "cascade_config_reloads", "Config reloads, by result (ok, error, needs_restart).", ["result"], registry=r)
+        self.guarded = Counter(
+            "cascade_guarded_requests", "Guarded skips (route guarded), by the path they took, the draft's action "
+            "(file_edit, shell, read_only, subagent, text, other; none: the draft failed) and why they "
+            "escalated (none: served as the draft's; a risky action's kind, destructive_shell, draft-failed).",
+            ["path", "action", "escalation"], registry=r)
         self.shadow_decisions = Counter(
             "cascade_shadow_decisions", "Shadow mode: what the router would have done, by route and rule.",
             ["route", "rule"], registry=r)
+        self.shadow_actions = Counter(
+            "cascade_shadow_actions", "Shadow mode: sampled draft answers' actions against the strong model's, by "
+            "rule and how close (same_target: the same tool on the same file or program; same_tool; same_kind: "
+            "e.g. both edit a file; different).", ["rule", "match"], registry=r)
+        self.shadow_risky_actions = Counter(
+            "cascade_shadow_risky_actions", "Shadow mode: sampled turns by rule where the strong model's action was "
+            "risky by the guard policy (strong_risky), the draft's was (draft_risky: a guarded skip would escalate), "
+            "or the strong model's was and the draft's neither matched it nor was risky (missed_risk: a skip, "
+            "guarded or not, would have served it).", ["rule", "kind"], registry=r)
         self.shadow_agreement = Counter(
             "cascade_shadow_agreement", "Shadow mode: sampled draft answers compared with the strong model's, "
             "by rule and whether they agreed.", ["rule", "agreed"], registry=r)

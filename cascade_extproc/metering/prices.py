@@ -86,8 +86,9 @@ def request_costs(path: Path, prices: PriceTable, strong_model: str, draft_model
         if strong is None or strong_usage is None:
             return None, None
         cost = strong.cost(strong_usage)
-        # A fallback may have paid for a draft first (one that looped or ran out of its budget).
-        spent = draft.cost(draft_usage) if path is Path.FALLBACK and draft and draft_usage else 0.0
+        # A draft may have been paid for first, and not served: a fallback's (it looped, ran out of
+        # its budget) or a guarded skip's sent on to the strong model (direct).
+        spent = draft.cost(draft_usage) if draft and draft_usage else 0.0
         return cost + spent, cost
     if path is Path.SKIPPED:
         if draft_usage is None:

@@ -6,6 +6,7 @@ import urllib.request
 
 import pytest
 
+from cascade_extproc.sim.cache import SimCache
 from stack import CLIENT_KEY, Stack
 from test_e2e_observability import metric_sums, total
 
@@ -39,6 +40,10 @@ def post(url, body):
 @pytest.fixture
 def shadow(tmp_path):
     s = Stack(tmp_path, extra_config={"mode": "shadow", "shadow": {"sample_rate": 1.0}})
+    # Each request is sent twice (through the sidecar, then straight): with their prompt caches
+    # simulated, the second would read what the first wrote, and its usage differ.
+    for api in ("anthropic", "openai"):
+        s.sims[f"strong_{api}"].cache = SimCache("off")
     yield s
     s.close()
 
@@ -62,7 +67,8 @@ def test_shadow_mode_answers_are_byte_identical_to_pass_through(shadow):
     while True:
         sums = metric_sums(shadow.metrics_text())
         agreements = total(sums, "cascade_shadow_agreement_total")
-        if agreements >= 6 or time.monotonic() > deadline:
+        compared = total(sums, "cascade_shadow_actions_total")
+        if (agreements >= 6 and compared >= 6) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     assert total(sums, "cascade_requests_total") == len(REQUESTS)
@@ -74,9 +80,15 @@ def test_shadow_mode_answers_are_byte_identical_to_pass_through(shadow):
     # Six sampled would-be draft turns.
     assert agreements == 6
     assert total(sums, "cascade_shadow_agreement_total", rule="short-user-text") == 4
+    # Their actions compared too: all six answer in text, as the strong model did (the same action;
+    # nothing risky, by the default guard policy).
+    assert compared == 6 and total(sums, "cascade_shadow_actions_total", match="same_target") == 6
+    assert total(sums, "cascade_shadow_actions_total", rule="short-user-text") == 4
+    assert total(sums, "cascade_shadow_risky_actions_total") == 0
     draft_calls = [r for api in ("anthropic", "openai") for r in shadow.sims[f"draft_{api}"].received]
     assert len(draft_calls) == 6 and all(r.json["model"].startswith("sim-draft-") for r in draft_calls)
     assert all(CLIENT_KEY not in str(r.headers) for r in draft_calls)
     with urllib.request.urlopen(f"http://127.0.0.1:{shadow.admin_port}/dashboard/data.json", timeout=5) as r:
         data = json.loads(r.read())
     assert data["mode"] == "shadow" and data["shadow"]["decisions"]["skipped"] == 4
+    assert data["shadow"]["actions"]["short-user-text"]["total"] == 4

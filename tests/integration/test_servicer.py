@@ -218,3 +218,30 @@ def test_relay_unreachable_the_strong_model_answers_from_the_server(tmp_path):
     assert (rec.path, rec.fallback_reason, rec.status, rec.served_model) == ("fallback", "relay-http-503", 200,
                                                                              "claude-sonnet-5")
     assert rec.usage["strong"].output_tokens > 0
+
+
+GUARD_ALL = {"router": {"rules": [{"name": "guard-all", "route": "guarded"}]}}
+EDIT_TOOL = {"name": "Edit", "description": "edit a file",
+             "input_schema": {"type": "object", "properties": {"file_path": {"type": "string", "enum": ["/r/a.py"]}},
+                              "required": ["file_path"]}}
+
+
+def test_a_risky_guarded_draft_under_on_risky_direct_goes_on_to_the_strong_provider(tmp_path):
+    """guard.on_risky: direct: the draft answered with a file edit, so the client's own request
+    continues to the strong provider (path direct, untouched body), recorded as guarded with the
+    draft's action, why it escalated, and the draft's usage (paid for, not served)."""
+    async def scenario(app, sims):
+        out = await exchange(app, model_call("/v1/messages", {
+            "model": "claude-sonnet-5", "max_tokens": 100, "tools": [EDIT_TOOL],
+            "messages": [{"role": "user", "content": "Fix it. sim:tool=Edit"}]}))
+        return out, [r.json["model"] for r in sims["anthropic"].received], app.ledger
+    (extend, body), models, ledger = run(tmp_path, {**GUARD_ALL, "guard": {"on_risky": "direct"}}, scenario)
+    assert extend.override_message_timeout.seconds == 60 + 5  # the draft's limit alone: nothing to verify
+    assert path_of(body) == "direct" and not body.request_body.response.HasField("body_mutation")
+    assert models == ["sim-draft-anthropic"]  # the strong provider is Envoy's to call, with the client's request
+    (rec,) = ledger._recent  # finished when the stream ended (no answer came back here)
+    assert (rec.path, rec.rule, rec.guarded, rec.escalation) == ("direct", "guard-all", True, "file_edit")
+    assert (rec.guard_action.kind, rec.guard_action.tool, rec.guard_action.target) == ("file_edit", "Edit", "/r/a.py")
+    assert rec.usage["draft"].output_tokens > 0
+    assert ledger.metrics.registry.get_sample_value("cascade_guarded_requests_total", {
+        "path": "direct", "action": "file_edit", "escalation": "file_edit"}) == 1

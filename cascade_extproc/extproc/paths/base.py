@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Protocol
 
 from cascade_extproc import codecs
+from cascade_extproc.actions import Action, Policy
 from cascade_extproc._proto import external_processor_pb2 as ep
 from cascade_extproc.codecs import splice, sse
 from cascade_extproc.config import Config
@@ -35,6 +36,7 @@ class Runtime(Protocol):
     relay: Relay
     shadow_slots: asyncio.Semaphore
     cascade_slots: asyncio.Semaphore
+    guard: Policy  # what a guarded skip may serve unchecked (the config's guard section)
 
 
 @dataclass
@@ -47,6 +49,9 @@ class Facts:
     fallback_reason: str = ""
     error: str = ""
     shadow_route: str = ""
+    guarded: bool = False  # a guarded skip: what the draft did, and why it escalated ("": served)
+    guard_action: Action | None = None
+    escalation: str = ""
 
 
 class AnswerSide(Protocol):
@@ -96,6 +101,16 @@ class FallBack(Exception):
         super().__init__(reason)
         self.reason = reason  # the fallback reason, in the metrics
         self.usage = usage or {}  # what the path spent before it gave up (a draft's tokens), metered too
+
+
+class ToStrong(Exception):
+    """The path hands the request on to the strong model as the client sent it (a guarded skip
+    whose draft was risky under `guard.on_risky: direct`, or failed): `facts` say what happened
+    first (path direct or fallback, the draft's usage)."""
+
+    def __init__(self, facts: Facts):
+        super().__init__(facts.fallback_reason or str(facts.path))
+        self.facts = facts
 
 
 class PathHandler(Protocol):

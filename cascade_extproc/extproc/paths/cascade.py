@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from cascade_extproc.cascade.run import CascadeCall, CascadeError, run
+from cascade_extproc.cascade.run import CallTimer, CascadeCall, CascadeError, run
 from cascade_extproc.extproc import mutations
 from cascade_extproc.extproc.credentials import draft_auth, strong_headers
 from cascade_extproc.extproc.paths.base import FallBack, Facts, Pending, Report, Runtime, Taken, encode_answer
@@ -14,6 +14,25 @@ from cascade_extproc.metering.ledger import Ledger
 from cascade_extproc.types import Decision, Path, Request
 
 log = logging.getLogger("cascade_extproc.handler")
+
+
+def cascade_call(rt: Runtime, req: Request, draft_key: str, on_call: CallTimer) -> CascadeCall:
+    """What the server's own draft (and verify) calls need, from the config: the cascade's and the
+    guarded skip's, built in this one place so both ask the draft alike."""
+    cfg = rt.cfg
+    draft = cfg.providers.for_api(req.api).draft
+    return CascadeCall(
+        draft=rt.providers[(req.api, "draft")],
+        draft_model=draft.model,
+        draft_headers=draft_auth(req, draft.api(req.api), draft_key),
+        strong=rt.providers[(req.api, "strong")],
+        strong_headers=strong_headers(req),
+        draft_timeout_s=cfg.cascade.draft_timeout_s,
+        verify_timeout_s=cfg.cascade.verify_timeout_s,
+        on_call=on_call,
+        draft_max_tokens=cfg.cascade.draft_max_tokens,
+        detect_repetition=cfg.cascade.detect_repetition,
+    )
 
 
 class CascadePath:
@@ -35,18 +54,7 @@ class CascadePath:
     async def _run(self, req: Request, draft_key: str) -> Taken:
         cfg = self.rt.cfg
         draft = cfg.providers.for_api(req.api).draft
-        call = CascadeCall(
-            draft=self.rt.providers[(req.api, "draft")],
-            draft_model=draft.model,
-            draft_headers=draft_auth(req, draft.api(req.api), draft_key),
-            strong=self.rt.providers[(req.api, "strong")],
-            strong_headers=strong_headers(req),
-            draft_timeout_s=cfg.cascade.draft_timeout_s,
-            verify_timeout_s=cfg.cascade.verify_timeout_s,
-            on_call=self._timed,
-            draft_max_tokens=cfg.cascade.draft_max_tokens,
-            detect_repetition=cfg.cascade.detect_repetition,
-        )
+        call = cascade_call(self.rt, req, draft_key, self._timed)
         async with self.rt.cascade_slots:
             try:
                 outcome = await run(req, call)

@@ -1,19 +1,21 @@
 """Shadow mode (`mode: shadow`): decide, record what would have happened, change nothing. The
 request goes on to the strong provider untouched; for a sample of would-be draft turns the draft
-is asked too, in the background, and its answer scored against the strong model's."""
+is asked too, in the background, and its answer scored against the strong model's: the text's
+agreement, and the actions (actions.py: the same kind, tool and target; which of the two is risky
+by the guard policy), per rule, so a user learns which rules are safe to turn on."""
 from __future__ import annotations
 
 import asyncio
 import random
 
-from cascade_extproc import codecs
+from cascade_extproc import actions, codecs
 from cascade_extproc.cascade import verify
 from cascade_extproc.cascade.bodies import draft_body
 from cascade_extproc.extproc import mutations
 from cascade_extproc.extproc.credentials import draft_auth
 from cascade_extproc.extproc.paths.base import Facts, Report, Runtime, Taken
 from cascade_extproc.extproc.response import ResponseSide
-from cascade_extproc.metering.ledger import Ledger
+from cascade_extproc.metering.ledger import ActionComparison, Ledger
 from cascade_extproc.providers import ProviderError
 from cascade_extproc.types import Decision, Path, Request, Response, Route
 
@@ -56,3 +58,10 @@ class ShadowPath:
                 return
             if strong is not None:
                 self.ledger.record_agreement(rule, verify.agree(answer, strong, cfg.shadow.agreement_threshold))
+                self.ledger.record_actions(rule, compare_actions(answer, strong, self.rt.guard))
+
+
+def compare_actions(draft: Response, strong: Response, policy: actions.Policy) -> ActionComparison:
+    """The draft's action against the strong model's (pure)."""
+    d, s = policy.classify(draft.blocks), policy.classify(strong.blocks)
+    return ActionComparison(actions.match(d, s), d, s, policy.is_risky(d), policy.is_risky(s))

@@ -11,7 +11,9 @@ import pytest
 
 from cascade_extproc import app, codecs, config
 from cascade_extproc._proto import external_processor_pb2 as ep
-from cascade_extproc.extproc.paths import CascadePath, Facts, FallBack, Pending, ShadowPath, SkipPath, Taken
+from cascade_extproc.actions import Action
+from cascade_extproc.extproc.paths import (CascadePath, Facts, FallBack, GuardedPath, Pending, ShadowPath, SkipPath,
+                                           Taken, ToStrong)
 from cascade_extproc.extproc.response import ResponseSide
 from cascade_extproc.metering.ledger import Ledger, RequestRecord
 from cascade_extproc.metering.metrics import Metrics
@@ -57,9 +59,8 @@ async def _run(step: Pending) -> Taken:
     return await step.run()
 
 
-def path_header(resp: ep.ProcessingResponse) -> str:
-    return {h.header.key: h.header.raw_value.decode() for h in resp.immediate_response.headers.set_headers}[
-        "x-cascade-path"]
+def path_header(resp: ep.ProcessingResponse, name: str = "x-cascade-path") -> str:
+    return {h.header.key: h.header.raw_value.decode() for h in resp.immediate_response.headers.set_headers}[name]
 
 
 def test_cascade_accepted_answers_with_the_draft_and_records_both_calls():
@@ -166,3 +167,105 @@ def test_shadow_changes_nothing_and_records_what_would_have_happened():
     # Not sampled: nothing here reads the answer; Envoy meters it (its access log brings the usage).
     assert taken.answer is None and taken.meter
     assert taken.response.request_body.response == ep.CommonResponse()
+
+
+# ---- the guarded skip ---------------------------------------------------------------------------
+
+def draft_says(*blocks: Block) -> FakeProvider:
+    stop = StopReason.TOOL_USE if any(b.type == "tool_use" for b in blocks) else StopReason.END_TURN
+    return FakeProvider(lambda b: Response(id="id", model="draft-model", blocks=list(blocks), stop_reason=stop,
+                                           usage=Usage(input_tokens=10, output_tokens=5)))
+
+
+READ = Block("tool_use", id="toolu_1", name="Read", input={"file_path": "/r/a.py"})
+EDIT = Block("tool_use", id="toolu_2", name="Edit", input={"file_path": "/r/a.py", "old_string": "a", "new_string": "b"})
+
+
+def guarded_runtime(draft, strong=None, **guard):
+    rt = runtime(draft, strong)
+    if guard:
+        rt.cfg = dataclasses.replace(rt.cfg, guard=dataclasses.replace(rt.cfg.guard, **guard))
+    return rt
+
+
+def test_guarded_safe_draft_is_served_here_as_skipped_and_marked():
+    strong = FakeProvider(accepting)
+    rt = guarded_runtime(draft_says(Block("text", text="Reading it."), READ), strong)
+    step = take(GuardedPath, rt, Route.GUARDED)
+    assert step.wait_s == rt.cfg.cascade.draft_timeout_s + rt.cfg.cascade.verify_timeout_s + 5
+    taken = finish(step)
+    draft = rt.cfg.providers.anthropic.draft.model
+    assert taken.facts == Facts(Path.SKIPPED, draft, {"draft": draft_usage()}, guarded=True,
+                                guard_action=Action("read_only", "Read", "/r/a.py"))
+    assert taken.status == 200 and strong.calls == []
+    assert path_header(taken.response) == "skipped" and path_header(taken.response, "x-cascade-guard") == "served"
+    assert b'"name":"Read"' in taken.response.immediate_response.body
+
+
+def test_guarded_risky_draft_is_verified():
+    rt = guarded_runtime(draft_says(EDIT))
+    taken = finish(take(GuardedPath, rt, Route.GUARDED))
+    assert taken.facts.path is Path.ACCEPTED and taken.facts.escalation == "file_edit" and taken.facts.guarded
+    assert taken.facts.usage == {"draft": draft_usage(), "strong": Usage(input_tokens=10, output_tokens=3)}
+    assert path_header(taken.response) == "accepted"
+    assert path_header(taken.response, "x-cascade-guard") == "verify:file_edit"
+    rt = guarded_runtime(draft_says(EDIT), FakeProvider(lambda b: answer("Mine.", "strong-model")))
+    taken = finish(take(GuardedPath, rt, Route.GUARDED))
+    assert (taken.facts.path, taken.facts.served_model) == (Path.ENHANCED, "strong-model")
+
+
+def test_guarded_risky_draft_under_direct_goes_on_to_the_strong_model():
+    strong = FakeProvider(accepting)
+    rt = guarded_runtime(draft_says(EDIT), strong, on_risky="direct")
+    assert take(GuardedPath, rt, Route.GUARDED).wait_s == rt.cfg.cascade.draft_timeout_s + 5
+    with pytest.raises(ToStrong) as info:
+        finish(take(GuardedPath, rt, Route.GUARDED))
+    assert info.value.facts == Facts(Path.DIRECT, usage={"draft": draft_usage()}, guarded=True,
+                                     guard_action=Action("file_edit", "Edit", "/r/a.py"), escalation="file_edit")
+    assert strong.calls == []  # the shell sends the client's request on (exchange._to_strong)
+
+
+def test_guarded_failures_go_to_the_strong_model_never_serving_the_draft_unchecked():
+    with pytest.raises(ToStrong) as info:
+        finish(take(GuardedPath, guarded_runtime(FakeProvider(error=ProviderStatus(529))), Route.GUARDED))
+    assert info.value.facts == Facts(Path.FALLBACK, fallback_reason="draft-failed", guarded=True,
+                                     escalation="draft-failed")
+    # verification failed: even under on_verify_failure serve_draft, a risky draft is not served
+    rt = guarded_runtime(draft_says(EDIT), FakeProvider(error=ProviderStatus(500)))
+    rt.cfg = dataclasses.replace(rt.cfg, cascade=dataclasses.replace(rt.cfg.cascade, on_verify_failure="serve_draft"))
+    with pytest.raises(ToStrong) as info:
+        finish(take(GuardedPath, rt, Route.GUARDED))
+    f = info.value.facts
+    assert (f.path, f.fallback_reason, f.escalation, f.usage) == (Path.FALLBACK, "verify-failed", "file_edit",
+                                                                  {"draft": draft_usage()})
+
+
+def test_guarded_overloaded_falls_back_before_asking_for_time():
+    rt = guarded_runtime(draft_says(READ))
+    rt.cascade_slots = asyncio.Semaphore(1)
+
+    async def main():
+        async with rt.cascade_slots:
+            take(GuardedPath, rt, Route.GUARDED)
+    with pytest.raises(FallBack) as info:
+        asyncio.run(main())
+    assert info.value.reason == "overload"
+
+
+def test_guarded_draft_out_of_its_budget_or_looping_is_a_failed_draft_for_the_strong_model():
+    """The guarded skip's draft call is the cascade's (run.ask_draft, paths/cascade.cascade_call):
+    the budget is asked for, and a draft that stops for it, or loops, is never judged nor served."""
+    cut = Response("id", "draft-model", [Block("text", text="Half an")], StopReason.MAX_TOKENS, Usage(10, 32))
+    draft = FakeProvider(lambda b: cut)
+    rt = runtime(draft=draft, draft_max_tokens=32)
+    with pytest.raises(ToStrong) as info:
+        finish(take(GuardedPath, rt, Route.GUARDED))
+    f = info.value.facts
+    assert (f.path, f.fallback_reason, f.escalation, f.usage) == (Path.FALLBACK, "draft-budget", "draft-budget",
+                                                                  {"draft": Usage(10, 32)})
+    assert draft.calls[0][0]["max_tokens"] == 32
+    loop = Response("id", "draft-model", [Block("text", text="all work and no play " * 200)], StopReason.END_TURN,
+                    Usage(10, 1000))
+    with pytest.raises(ToStrong) as info:
+        finish(take(GuardedPath, runtime(draft=FakeProvider(lambda b: loop)), Route.GUARDED))
+    assert (info.value.facts.fallback_reason, info.value.facts.usage) == ("draft-degenerate", {"draft": Usage(10, 1000)})

@@ -20,7 +20,8 @@ METRICS = {
     "cascade_savings_usd", "cascade_request_duration_seconds_bucket",
     "cascade_provider_duration_seconds_bucket", "cascade_fallbacks_total", "cascade_tokens_total",
     "cascade_shadow_decisions_total", "cascade_shadow_agreement_total",
-    "cascade_config_reloads_total", "cascade_unpriced_requests_total",
+    "cascade_config_reloads_total", "cascade_unpriced_requests_total", "cascade_guarded_requests_total",
+    "cascade_shadow_actions_total", "cascade_shadow_risky_actions_total",
 }
 # What may appear in an expression besides metric names.
 PROMQL_WORDS = {
