@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -165,6 +166,28 @@ class ShadowConfig:
     agreement_threshold: float = 0.6  # text answers agree when this share of words matches
 
 
+# The action kinds of actions.py (config is a leaf; test_config checks the two agree).
+ACTION_KINDS = ("file_edit", "shell", "read_only", "subagent", "text", "other")
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """What a skip may not serve unchecked (actions.py; the guarded path, replay, shadow mode)."""
+
+    # Action kinds a draft may not take unchecked: file_edit shell read_only subagent text other.
+    risky_actions: list[str] = field(default_factory=lambda: ["file_edit", "subagent"])
+    # A final answer to the user counts as risky too (adds "text" to risky_actions).
+    text_is_risky: bool = False
+    # Shell commands matching a destructive pattern are risky even when "shell" is not.
+    destructive_shell: bool = True
+    # Regexes (case-insensitive, searched in the command); None: actions.DESTRUCTIVE_PATTERNS.
+    destructive_patterns: list[str] | None = None
+    extra_destructive_patterns: list[str] = field(default_factory=list)  # added to the above
+    # A risky draft on the guarded path: "verify" (the strong model checks it: accepted or
+    # enhanced) or "direct" (the strong model answers the original request).
+    on_risky: str = "verify"
+
+
 @dataclass(frozen=True)
 class Config:
     providers: Providers
@@ -182,6 +205,7 @@ class Config:
     router: RouterConfig = field(default_factory=RouterConfig)
     pricing: PricingConfig = field(default_factory=PricingConfig)
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
 
 def _merge(base: Any, over: Any) -> Any:
@@ -291,6 +315,21 @@ def _check(cfg: Config) -> None:
             raise ConfigError(f"router.economics.{name}", "must be >= 0")
     if cfg.router.max_conversations < 1:
         raise ConfigError("router.max_conversations", "must be >= 1")
+    _check_guard(cfg.guard)
+
+
+def _check_guard(guard: GuardConfig) -> None:
+    for i, kind in enumerate(guard.risky_actions):
+        if kind not in ACTION_KINDS:
+            raise ConfigError(f"guard.risky_actions[{i}]", f"one of {', '.join(ACTION_KINDS)}")
+    if guard.on_risky not in ("verify", "direct"):
+        raise ConfigError("guard.on_risky", "one of verify, direct")
+    for name in ("destructive_patterns", "extra_destructive_patterns"):
+        for i, pattern in enumerate(getattr(guard, name) or []):
+            try:
+                re.compile(str(pattern))
+            except re.error as exc:
+                raise ConfigError(f"guard.{name}[{i}]", f"bad regex: {exc}") from None
 
 
 def parse(data: Any) -> Config:

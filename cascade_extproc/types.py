@@ -19,6 +19,9 @@ class Route(enum.StrEnum):
     DIRECT = "direct"
     SKIPPED = "skipped"
     CASCADE = "cascade"
+    # The server asks the draft and inspects its answer: served when safe (path skipped, marked
+    # guarded), verified by the strong model when risky (actions.py; the config's guard section).
+    GUARDED = "guarded"
 
 
 class Path(enum.StrEnum):

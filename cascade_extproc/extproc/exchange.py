@@ -115,7 +115,11 @@ class Exchange:
             if not draft_key:
                 yield self._fallback(req, decision.rule, "no-draft-key")
                 return
-            path = PATHS[decision.route](self.rt, self.ledger, self._report)
+            factory = PATHS.get(decision.route)
+            if factory is None:  # a route no path serves (yet): the strong model answers
+                yield self._fallback(req, decision.rule, "no-path")
+                return
+            path = factory(self.rt, self.ledger, self._report)
         try:
             step = path.take(req, decision, draft_key)
             if isinstance(step, Pending):

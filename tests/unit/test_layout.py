@@ -21,19 +21,21 @@ PACKAGE = "cascade_extproc"
 MAY_IMPORT: dict[str, set[str]] = {
     "__main__": {"cli"},
     "cli": {"app", "config", "types", "codecs", "routing", "metering", "offline", "deploy", "sim"},
-    "app": {"admin", "reload", "extproc", "cascade", "providers", "routing", "metering", "codecs", "config",
-            "headers", "types", "_proto"},
+    "app": {"admin", "reload", "extproc", "cascade", "providers", "routing", "metering", "codecs", "actions",
+            "config", "headers", "types", "_proto"},
     "reload": {"deploy", "metering", "config", "types"},  # the bootstrap says what needs a restart
     "admin": {"metering"},
-    "extproc": {"cascade", "providers", "routing", "metering", "codecs", "config", "headers", "types", "_proto"},
-    "cascade": {"providers", "codecs", "config", "headers", "types"},
+    "extproc": {"cascade", "providers", "routing", "metering", "codecs", "actions", "config", "headers", "types",
+                "_proto"},
+    "cascade": {"providers", "codecs", "actions", "config", "headers", "types"},
     "providers": {"codecs", "config", "headers", "types"},
-    "routing": {"metering.prices", "metering.cache", "config", "types"},
-    "metering": {"config", "types"},
+    "routing": {"metering.prices", "metering.cache", "actions", "config", "types"},
+    "metering": {"actions", "config", "types"},
     "codecs": {"types"},
-    "offline": {"routing", "metering", "codecs", "config", "types"},
+    "offline": {"routing", "metering", "codecs", "actions", "config", "types"},
     "deploy": {"config", "headers", "types"},
     "sim": set(),  # written against the public wire formats, so it checks our codecs independently
+    "actions": {"types"},  # what an answer does: a leaf the paths, routing, replay and metering share
     "config": {"types"},
     "headers": {"types"},
     "types": set(),
@@ -174,6 +176,7 @@ SEEDS = [  # (file, line added, what the report must say)
     ("metering/metrics.py", "from cascade_extproc.metering import ledger",
      "import cycle: cascade_extproc.metering.ledger → cascade_extproc.metering.metrics"),
     ("newpart.py", "", "cascade_extproc.newpart: not in any layer of the map"),
+    ("actions.py", "from cascade_extproc.config import Config", "cascade_extproc.actions imports cascade_extproc.config"),
 ]
 
 

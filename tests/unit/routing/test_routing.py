@@ -313,3 +313,10 @@ def test_no_rule_matched_is_direct():
 def test_rule_without_when_always_matches():
     d = RuleSet.from_config([{"name": "all", "route": "skipped"}]).decide({})
     assert (d.route, d.rule, d.features) == (Route.SKIPPED, "all", {})
+
+
+def test_a_rule_may_route_guarded():
+    rs = RuleSet.from_config([{"name": "guard-edits", "route": "guarded", "when": {"api": "anthropic"}}])
+    assert rs.decide({"api": "anthropic"}).route is Route.GUARDED
+    with pytest.raises(ConfigError):
+        RuleSet.from_config([{"name": "bad", "route": "guard"}])
