@@ -4,7 +4,8 @@ Token counts are estimates: about 4 characters (or bytes of JSON) per token, wha
 tokenizers average on agentic traffic (code, English, JSON). Good enough for thresholds; the
 cost model uses real usage wherever the provider reports it.
 Only the last turn and the last assistant turn are inspected, so the cost does not grow with
-the conversation, except `context_tokens`, which comes from the body's size.
+the conversation, except `context_tokens`, which comes from the body's size, and the
+conversation features, which walk back at most MAX_STEPS assistant turns.
 The cache features read the conversation's state (routing/state.py): what each provider's
 prompt cache holds of it now, from the usage its answers reported.
 """
@@ -68,7 +69,7 @@ FEATURES: dict[str, type] = {
 
 # How far back the conversation features walk: in a long tool loop the user's message can be
 # hundreds of turns back, and nothing past this many steps changes a rule's mind.
-MAX_STEPS = 64
+MAX_STEPS = 32
 # Claude Code says so in a system-reminder of the user turn while plan mode is on, and again
 # when it ends (the latest of the two wins).
 _PLAN_ON = re.compile(r"plan mode (?:is )?(?:still )?active", re.IGNORECASE)
@@ -190,8 +191,8 @@ def _conversation(messages: list[Any], anthropic: bool, last_turn: str, ctx: Con
             continue
         role = m.get("role")
         if role == "assistant":
-            act = prev if steps == 0 else _action_of(m, anthropic)
-            streak_open = streak_open and act == actions.FILE_EDIT
+            if streak_open:  # classified only while the streak lasts: the walk stays cheap
+                streak_open = (prev if steps == 0 else _action_of(m, anthropic)) == actions.FILE_EDIT
             streak += streak_open
             steps += 1
             if steps >= MAX_STEPS:
@@ -200,6 +201,9 @@ def _conversation(messages: list[Any], anthropic: bool, last_turn: str, ctx: Con
         if role not in ("user", "tool"):
             continue
         content = m.get("content")
+        if role == "tool" or isinstance(content, list) and len(content) == 1 and isinstance(content[0], dict) \
+                and content[0].get("type") == "tool_result":
+            continue  # a bare tool result, most turns of a loop: neither the user nor a reminder
         if plan is None:
             plan = _plan_mode(content)
         if role == "user" and _user_wrote(content):
