@@ -59,8 +59,8 @@ class LoopThread:
         self.thread.join(5)
 
 
-# The rules a stack routes by unless its test gives its own (rules.yaml says why).
-E2E_RULES = yaml.safe_load((Path(__file__).parent / "rules.yaml").read_text())["router"]["rules"]
+# The rules a stack routes by unless its test gives its own (tests/path_rules.yaml says why).
+E2E_RULES = yaml.safe_load((Path(__file__).parents[1] / "path_rules.yaml").read_text())["router"]["rules"]
 
 # Every Stack built in this test session, so conftest can check what their providers received.
 STACKS: list["Stack"] = []
