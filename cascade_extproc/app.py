@@ -15,13 +15,17 @@ from typing import Any, Callable
 import aiohttp
 import grpc
 from aiohttp import web
+from prometheus_client import Gauge
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from cascade_extproc import admin, config
+from cascade_extproc._proto import als_pb2_grpc as als_grpc
 from cascade_extproc._proto import external_processor_pb2_grpc as ep_grpc
 from cascade_extproc.config import Addr, Config
+from cascade_extproc.extproc.access_log import AccessLogSink, AwaitingLog
 from cascade_extproc.extproc.relay import Relay
 from cascade_extproc.extproc.servicer import ExternalProcessor
+from cascade_extproc.metering import tracing
 from cascade_extproc.metering.ledger import Ledger
 from cascade_extproc.metering.metrics import Metrics
 from cascade_extproc.metering.prices import PriceTable
@@ -33,6 +37,9 @@ from cascade_extproc.types import Api
 
 log = logging.getLogger("cascade_extproc")
 EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+# On shutdown, how long the access log entries of answers just finished may still arrive
+# (Envoy flushes every deploy/envoy_config.ACCESS_LOG_FLUSH).
+ACCESS_LOG_DRAIN_S = 0.5
 SOCKET_MODE = 0o660
 
 
@@ -60,6 +67,9 @@ def runtime_from(cfg: Config, session: aiohttp.ClientSession | None, relay: Rela
         for role in ("draft", "strong"):
             prov = getattr(pair, role)
             providers[(api, role)] = make_provider(prov.api(api), prov.base_url, session)
+            if cfg.tracing.enabled:  # each call made for a traced request: a child span
+                providers[(api, role)] = tracing.TracedProvider(providers[(api, role)], role,
+                                                                prov.model if role == "draft" else "")
     router = Router.from_config(cfg, conversations)
     return Runtime(cfg=cfg, router=router, prices=router.ctx.prices or PriceTable([]), providers=providers,
                    relay=relay if relay is not None else Relay(),
@@ -80,6 +90,11 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     cfg = config.load(path)
     runtime_from(cfg, None)
     return cfg
+
+
+def draft_keys(cfg: Config) -> list[str]:
+    """The sidecar's own keys: redacted wherever text leaves it (logs, captured span content)."""
+    return [k for k in (cfg.providers.for_api(api).draft.api_key() for api in Api) if k]
 
 
 def listening_socket(addr: Addr) -> socket.socket:
@@ -128,6 +143,10 @@ class App:
         self._admin: web.AppRunner | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._health = health.aio.HealthServicer()
+        # Records of answers Envoy meters, waiting for its access log (extproc/access_log.py).
+        self.access_log = AccessLogSink(AwaitingLog())
+        Gauge("cascade_metering_pending", "Records of answers Envoy meters, waiting for its access log entry.",
+              registry=self.metrics.registry).set_function(lambda: len(self.access_log.awaiting))
 
     def runtime(self) -> Runtime:
         assert self._runtime is not None, "App.start() first"
@@ -135,6 +154,7 @@ class App:
 
     async def start(self) -> None:
         cfg = self.cfg
+        tracing.configure(cfg.tracing, draft_keys(cfg))
         # One pooled session for all provider calls; per-call timeouts are set by the cascade.
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         self._runtime = runtime_from(cfg, self._session, self.relay, conversations=self.conversations)
@@ -144,7 +164,8 @@ class App:
             ("grpc.max_send_message_length", limit),
         ])
         ep_grpc.add_ExternalProcessorServicer_to_server(
-            ExternalProcessor(self.runtime, self.ledger), self._grpc)
+            ExternalProcessor(self.runtime, self.ledger, self.access_log.awaiting), self._grpc)
+        als_grpc.add_AccessLogServiceServicer_to_server(self.access_log, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         for service in ("", EXT_PROC_SERVICE):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -189,6 +210,7 @@ class App:
         self._runtime = runtime_from(cfg, self._session, self.relay, conversations=self.conversations)
         self.cfg = cfg
         self.ledger.mode = cfg.mode
+        tracing.configure(cfg.tracing, draft_keys(cfg))
         logging.getLogger().setLevel(cfg.log_level.upper())
 
     async def stop(self, grace_s: float = 5.0) -> None:
@@ -200,11 +222,13 @@ class App:
             self._watcher.cancel()
         await self._health.enter_graceful_shutdown()
         await asyncio.gather(*([self._grpc.stop(grace_s)] if self._grpc else []),
-                             *([self._relay.cleanup()] if self._relay else []))
+                             *([self._relay.cleanup()] if self._relay else []),
+                             self.access_log.close(min(ACCESS_LOG_DRAIN_S, grace_s)))
         if self._admin:
             await self._admin.cleanup()
         if self._session:
             await self._session.close()
+        await asyncio.to_thread(tracing.shutdown)  # the spans still queued reach the collector
 
 
 async def wait_for_signal() -> None:

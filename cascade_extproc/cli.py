@@ -1,10 +1,11 @@
-"""Command line: serve, up, route, replay, sim, envoy-config, gen-certs."""
+"""Command line: serve, up, route, replay, eval, sim, envoy-config, gen-certs."""
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -32,12 +33,29 @@ def _setup_logging(cfg: config_mod.Config) -> None:
     logs.setup(cfg.log_level, secrets=keys)
 
 
+# The event loop the server runs on: asyncio's, or uvloop (when installed) with
+# CASCADE_EXTPROC_LOOP=uvloop. Measured side by side (bench/floor.py, docs/performance.md): no
+# gain beyond noise here, since the cost per call is grpc's own machinery, not the loop's.
+LOOP_ENV = "CASCADE_EXTPROC_LOOP"
+
+
+def run_loop(coro: Any) -> Any:
+    if os.environ.get(LOOP_ENV, "asyncio") == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from cascade_extproc.app import serve
 
     cfg = _load(args.config)
     _setup_logging(cfg)
-    asyncio.run(serve(cfg, args.config))
+    run_loop(serve(cfg, args.config))
     return 0
 
 
@@ -87,7 +105,9 @@ def _route_lines(lines, router, api) -> int:
             out.update(path="direct", rule="unparsed-body", error=str(exc), features={})
         else:
             d = router.decide(req, len(raw))
-            out.update(path=str(d.route), rule=d.rule, features=d.features)
+            features = d.features
+            out.update(path=str(d.route), rule=d.rule,
+                       features=features.resolved() if hasattr(features, "resolved") else features)
         print(json.dumps(out), flush=True)
     return 0
 
@@ -124,6 +144,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     else:
         replay.report(rows, sys.stdout, sources=sources, accept_rate=cfg.router.economics.accept_rate)
     return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from cascade_extproc.metering.prices import PriceTable
+    from cascade_extproc.offline import eval as harness
+
+    cfg = _load(args.config)
+    return harness.main(args, PriceTable.from_config(cfg.pricing.models))
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -210,6 +238,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="one JSON line per call instead of the report")
     s.add_argument("--config")
     s.set_defaults(func=cmd_replay)
+
+    from cascade_extproc.offline import eval as harness
+
+    s = sub.add_parser("eval", help="run a task suite paired: the strong model alone vs the cascade stack")
+    harness.add_arguments(s)
+    s.add_argument("--config", help="YAML config whose price table prices the answers (default: the defaults)")
+    s.set_defaults(func=cmd_eval)
 
     from cascade_extproc import sim
 

@@ -20,6 +20,9 @@ import yaml
 from cascade_extproc.types import Api
 
 DEFAULTS_FILE = FsPath(__file__).parent / "defaults" / "config.yaml"
+# Envoy's timeout for a model call's whole answer, on every model route (deploy/envoy_config.py):
+# the client's own timeout is the one that should fire. The sidecar's own limits stay below it.
+ROUTE_TIMEOUT_S = 600
 
 
 class ConfigError(ValueError):
@@ -112,6 +115,14 @@ class CascadeConfig:
     on_verify_failure: str = "fallback"
     # Cascades in flight at once; past that, requests pass through to the strong model.
     max_concurrent: int = 32
+    # The draft's output budget on every path that asks it: a client limit above it, or none, is
+    # replaced by it (defaults/config.yaml says why 8192).
+    draft_max_tokens: int = 8192
+    # A skipped answer's time limit, from the request: a stream ends there as a length stop; a
+    # JSON answer not in by then is answered by the strong model.
+    skipped_max_s: float = 300.0
+    # A draft caught repeating itself (cascade/repetition.py) is a failed draft.
+    detect_repetition: bool = True
 
 
 @dataclass(frozen=True)
@@ -189,6 +200,21 @@ class GuardConfig:
 
 
 @dataclass(frozen=True)
+class TracingConfig:
+    """OpenTelemetry traces (metering/tracing.py). What is left empty here, the standard OTEL_*
+    environment variables say (OTEL_EXPORTER_OTLP_ENDPOINT, _PROTOCOL, _HEADERS, OTEL_TRACES_SAMPLER,
+    OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME, ...)."""
+
+    enabled: bool = False
+    endpoint: str = ""  # the collector: http://host:4317 (grpc) or http://host:4318 (http/protobuf)
+    protocol: str = ""  # grpc | http/protobuf; "": OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL, else grpc
+    sample_ratio: float | None = None  # share of new traces kept; None: OTEL_TRACES_SAMPLER, else all
+    resource_attributes: dict[str, str] = field(default_factory=dict)  # over OTEL_RESOURCE_ATTRIBUTES
+    # Prompt and answer text on the provider-call spans, redacted of keys: off, it is the user's data.
+    capture_content: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     providers: Providers
     # "active": route for real; "shadow": decide and record, change nothing.
@@ -206,6 +232,7 @@ class Config:
     pricing: PricingConfig = field(default_factory=PricingConfig)
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
 
 
 def _merge(base: Any, over: Any) -> Any:
@@ -301,12 +328,27 @@ def _check(cfg: Config) -> None:
             raise ConfigError(f"cascade.{name}", "must be > 0")
     if cfg.cascade.max_concurrent < 1:
         raise ConfigError("cascade.max_concurrent", "must be >= 1")
+    if cfg.cascade.draft_max_tokens < 1:
+        raise ConfigError("cascade.draft_max_tokens", "must be >= 1")
+    if not 0 < cfg.cascade.skipped_max_s < ROUTE_TIMEOUT_S:
+        raise ConfigError("cascade.skipped_max_s", f"must be > 0 and below Envoy's route timeout ({ROUTE_TIMEOUT_S} s), "
+                          "which would cut the stream")
     if cfg.cascade.on_verify_failure not in ("fallback", "serve_draft"):
         raise ConfigError("cascade.on_verify_failure", "one of fallback, serve_draft")
     if cfg.limits.max_body_bytes < 1024:
         raise ConfigError("limits.max_body_bytes", "must be >= 1024")
     if cfg.limits.envoy_max_heap_bytes < 4 * cfg.limits.max_body_bytes:
         raise ConfigError("limits.envoy_max_heap_bytes", "must hold at least 4 bodies of limits.max_body_bytes")
+    tr = cfg.tracing
+    if tr.protocol not in ("", "grpc", "http/protobuf"):
+        raise ConfigError("tracing.protocol", "one of grpc, http/protobuf")
+    if tr.sample_ratio is not None and not 0 <= tr.sample_ratio <= 1:
+        raise ConfigError("tracing.sample_ratio", "a share between 0 and 1")
+    if tr.endpoint and not tr.endpoint.startswith(("http://", "https://")):
+        raise ConfigError("tracing.endpoint", "must start with http:// or https://")
+    for k, v in tr.resource_attributes.items():
+        if not isinstance(v, (str, int, float, bool)):
+            raise ConfigError(f"tracing.resource_attributes.{k}", "a string, number or boolean")
     eco = cfg.router.economics
     if not 0 <= eco.accept_rate <= 1:
         raise ConfigError("router.economics.accept_rate", "a share between 0 and 1")

@@ -34,12 +34,21 @@ TICKET_KEY = "ticket"
 # not ask for (to meter it): Envoy's usage filter (deploy/lua/usage_chunk.lua) drops that chunk on the
 # way to the client, even when the server has died mid-stream.
 USAGE_INJECTED_KEY = "usage_injected"
+# Metering off the critical path: the server sets METER_KEY (a token of its own) instead of reading
+# the answer; Envoy's usage filter keeps what the usage needs under ANSWER_SSE_KEY (the SSE events
+# that carry it) or ANSWER_JSON_KEY (a JSON answer's model and usage), and Envoy's gRPC access log
+# (ACCESS_LOG_NAME, only for requests with METER_KEY) brings it to the server when the answer ends.
+METER_KEY = "meter"
+ANSWER_SSE_KEY = "answer_sse"
+ANSWER_JSON_KEY = "answer_json"
+ACCESS_LOG_NAME = "cascade-meter"
 
 # Envoy sends the server no request-headers message (a round trip fewer on every call): the
 # request headers the server reads arrive as request_attributes with the body.
+# traceparent / tracestate: the client's trace, continued by the request's span (metering/tracing.py).
 FORWARDED_HEADERS = ("content-type", "content-encoding", "user-agent", API_HEADER,
                      "x-api-key", "authorization", "anthropic-version", "anthropic-beta",
-                     "openai-organization", "openai-project")
+                     "openai-organization", "openai-project", "traceparent", "tracestate")
 # CEL expression Envoy evaluates -> the header name the server files it under.
 REQUEST_ATTRIBUTES = {"request.path": ":path", "request.method": ":method", "request.id": "x-request-id",
                       **{f"request.headers['{h}']": h for h in FORWARDED_HEADERS}}

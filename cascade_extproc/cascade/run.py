@@ -8,6 +8,7 @@ from typing import Callable
 
 from cascade_extproc.cascade import verify
 from cascade_extproc.cascade.bodies import draft_body, verify_body
+from cascade_extproc.cascade.draft_checks import DEGENERATE, failed_draft
 from cascade_extproc.codecs import provenance
 from cascade_extproc.providers import Provider, ProviderError
 from cascade_extproc.types import Path, Request, Response
@@ -18,10 +19,13 @@ CallTimer = Callable[[str, str, float], None]
 
 
 class CascadeError(Exception):
-    def __init__(self, stage: str, cause: Exception | str, draft: Response | None = None):
+    def __init__(self, stage: str, cause: Exception | str, draft: Response | None = None, reason: str = "",
+                 spent: Response | None = None):
         super().__init__(f"{stage}: {cause}")
-        self.stage = stage  # "draft" or "verify": the metric's fallback reason
+        self.stage = stage  # "draft" or "verify"
+        self.reason = reason or f"{stage}-failed"  # the fallback reason, in the metrics and the log line
         self.draft = draft  # the unverified draft, when verification is what failed
+        self.spent = spent or draft  # a draft that was paid for, served or not (its usage is metered)
 
 
 @dataclass
@@ -44,6 +48,8 @@ class CascadeCall:
     draft_timeout_s: float
     verify_timeout_s: float
     on_call: CallTimer | None = None  # told how long each of the two calls took
+    draft_max_tokens: int | None = None  # the draft's output budget (bodies.draft_limit)
+    detect_repetition: bool = False  # a draft caught looping (repetition.py) is a failed draft
 
 
 async def _timed(call: CascadeCall, provider: str, name: str, coro):
@@ -56,11 +62,18 @@ async def _timed(call: CascadeCall, provider: str, name: str, coro):
 
 
 async def run(req: Request, call: CascadeCall) -> Outcome:
+    body = draft_body(req, call.draft.api, call.draft_model, budget=call.draft_max_tokens)
     try:
-        draft = await _timed(call, "draft", "draft", call.draft.complete(
-            draft_body(req, call.draft.api, call.draft_model), call.draft_headers, call.draft_timeout_s))
+        draft = await _timed(call, "draft", "draft", call.draft.complete(body, call.draft_headers,
+                                                                         call.draft_timeout_s))
     except ProviderError as exc:
         raise CascadeError("draft", exc) from exc
+    # A failed draft (draft_checks: it loops, or ran out of our budget) is never verified, let
+    # alone served: the strong model answers instead.
+    failed = failed_draft(req, draft, call.draft_max_tokens, call.detect_repetition)
+    if failed:
+        why = "the draft repeats itself" if failed == DEGENERATE else "the draft ran out of its output budget"
+        raise CascadeError("draft", why, reason=failed, spent=draft)
     provenance.strip_reasoning(draft)
     nonce = verify.new_nonce()
     try:

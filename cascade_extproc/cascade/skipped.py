@@ -7,6 +7,11 @@ what lets it keep the promises Envoy alone could not:
   answers garbage before that is answered by the strong model instead (path `fallback`);
 - a draft that stalls or breaks after that ends the stream with an error event in the client's
   format, never a cut connection;
+- a draft is asked for at most the output budget (cascade.draft_max_tokens) and has until the
+  time limit (cascade.skipped_max_s, from the request): one that loops (repetition.py), or runs
+  out of either, before the client has a word is answered by the strong model instead (a JSON
+  answer is held whole, so always before); after that, the sidecar ends the stream itself as the
+  client's API ends a stream stopped for length, and closes the draft's connection;
 - the draft's reasoning is never shown to the client (provenance), its answer is translated
   into the client's API when the draft speaks the other one, and its usage is metered here (a
   usage chunk asked for on an OpenAI client's behalf is dropped by Envoy, as on every path);
@@ -21,9 +26,11 @@ from typing import Callable
 from aiohttp import web
 
 from cascade_extproc import codecs
+from cascade_extproc.cascade import draft_checks
+from cascade_extproc.cascade.draft_checks import DraftWatch
 from cascade_extproc.codecs import sse
-from cascade_extproc.codecs.translate import ResponsePlan, ResponseTranslator, StreamTap, read_json
-from cascade_extproc.providers import HttpProvider, ProviderError, ProviderStalled, Upstream
+from cascade_extproc.codecs.translate import ResponsePlan, ResponseTranslator, StreamCloser, StreamTap, read_json
+from cascade_extproc.providers import HttpProvider, ProviderDeadline, ProviderError, ProviderStalled, Upstream
 from cascade_extproc.types import Api, BlockDelta, Path, Request, StreamEnd, StreamError, Usage
 
 log = logging.getLogger("cascade_extproc.skipped")
@@ -44,6 +51,9 @@ class SkipCall:
     timeout_s: float  # the draft: to answer, and between two chunks
     strong_timeout_s: float
     on_done: Callable[["SkipCall"], None]
+    deadline: float | None = None  # time.monotonic() past which the draft's answer ends (skipped_max_s)
+    limited: bool = False  # the draft's output limit is ours (the budget), not the client's own
+    detect_repetition: bool = False
     path: Path = Path.SKIPPED
     status: int = 0
     reason: str = ""  # why the strong model answered (path fallback)
@@ -56,7 +66,7 @@ class SkipCall:
 async def serve(call: SkipCall, request: web.Request) -> web.StreamResponse:
     """Answer `request` (Envoy's, for the client) from the draft, else from the strong model."""
     try:
-        async with call.draft.open(call.body, call.draft_headers, call.timeout_s) as up:
+        async with call.draft.open(call.body, call.draft_headers, call.timeout_s, call.deadline) as up:
             resp = await (_draft_stream(call, request, up) if up.sse else _draft_json(call, request, up))
         if resp is not None:
             return resp
@@ -88,6 +98,9 @@ async def _draft_stream(call: SkipCall, request: web.Request, up: Upstream) -> w
     """Relay the draft's SSE stream; None (nothing sent) when the strong model should answer."""
     translator = ResponseTranslator(call.plan) if call.plan.rewriting else None
     tap = translator.tap if translator else StreamTap(call.plan.upstream)
+    whole = None if translator else sse.WholeFrames()  # passed through: cut at frame ends
+    closer = StreamCloser(call.plan, translator)
+    watch = DraftWatch(limited=call.limited, detect_repetition=call.detect_repetition)
     held: list[bytes] = []  # what the client gets once the draft has shown it can answer
     resp: web.StreamResponse | None = None
     try:
@@ -95,23 +108,36 @@ async def _draft_stream(call: SkipCall, request: web.Request, up: Upstream) -> w
         async for chunk in chunks:
             events = tap.feed(chunk)
             shown = translator.shown(events) if translator else events  # the draft's reasoning stripped
-            out = translator.encode_shown(shown) if translator else chunk
+            out = translator.encode_shown(shown) if translator else whole.feed(chunk)  # type: ignore[union-attr]
             if tap.broken:
                 break
+            closer.seen(shown)
+            failed = watch.see(events)
+            if resp is None and failed:  # the client has nothing yet: the strong model answers
+                call.reason, call.usage["draft"] = failed, watch.usage(tap.usage)
+                return None
             if resp is not None:
-                await resp.write(out)
-                continue
-            held.append(out)
-            # The client's answer starts with the first content it is to see (not reasoning it never will).
-            if any(isinstance(ev, (BlockDelta, StreamEnd)) for ev in shown):
-                resp = await _start(request, sse.CONTENT_TYPE)
-                await resp.write(b"".join(held))
+                if out:
+                    await resp.write(out)
+            else:
+                held.append(out)
+                # The client's answer starts with the first content it is to see (not reasoning it never will).
+                if any(isinstance(ev, (BlockDelta, StreamEnd)) for ev in shown):
+                    resp = await _start(request, sse.CONTENT_TYPE)
+                    await resp.write(b"".join(held))
+            if watch.looping and not tap.complete:
+                return await _stopped(call, resp, closer, watch.usage(tap.usage), draft_checks.DEGENERATE)
         events = tap.feed(b"", end=True)
-        tail = translator.encode(events) if translator else b""
+        closer.seen(events)
+        tail = translator.encode(events) if translator else whole.rest()  # type: ignore[union-attr]
     except ProviderError as exc:
         if resp is None:
             call.reason = _reason(exc)
+            if isinstance(exc, ProviderDeadline):
+                call.usage["draft"] = watch.usage(tap.usage)
             return None
+        if isinstance(exc, ProviderDeadline):  # our time limit, not a fault: a proper end
+            return await _stopped(call, resp, closer, watch.usage(tap.usage), draft_checks.DEADLINE)
         return await _broken(call, resp, f"the draft provider's stream {_how(exc)}", _reason(exc))
     except ConnectionError:
         return _client_gone(call, resp)
@@ -124,12 +150,32 @@ async def _draft_stream(call: SkipCall, request: web.Request, up: Upstream) -> w
     try:
         if tail:
             await resp.write(tail)
-        if not tap.complete:  # cut short after the client had a part: say so, never end quietly
+        if not tap.complete:  # cut short after the client had part: say so, never end quietly
             return await _broken(call, resp, "the draft provider's stream ended early", "draft-ended-early")
         await resp.write_eof()
     except ConnectionError:
         return _client_gone(call, resp)
     call.status, call.usage["draft"] = 200, tap.usage or Usage()
+    # Whole, but not what the client would want: a length stop under our budget, or a loop that
+    # ended on its own after the client had part of it.
+    call.error = draft_checks.DEGENERATE if watch.looping else watch.ended_by_us
+    return resp
+
+
+async def _stopped(call: SkipCall, resp: web.StreamResponse | None, closer: StreamCloser, usage: Usage,
+                   reason: str) -> web.StreamResponse:
+    """The client has part of the draft's answer, and the sidecar ends it here (a loop, or the
+    time limit): as the client's API ends a stream stopped for length, never a cut connection.
+    Returning closes the draft's connection."""
+    assert resp is not None
+    call.status, call.error, call.usage["draft"] = 200, reason, usage
+    log.warning("skipped request %s: %s; the stream ended as a length stop after %d tokens (estimated)",
+                call.req.headers.get("x-request-id", ""), reason, usage.output_tokens)
+    try:
+        await resp.write(closer.close(usage))
+        await resp.write_eof()
+    except ConnectionError:
+        return _client_gone(call, resp)
     return resp
 
 
@@ -138,6 +184,10 @@ async def _draft_json(call: SkipCall, request: web.Request, up: Upstream) -> web
     answer = read_json(call.plan.upstream, raw)
     if answer is None:
         call.reason = "draft-malformed"
+        return None
+    failed = draft_checks.failure(answer, limited=call.limited, detect_repetition=call.detect_repetition)
+    if failed:  # held whole, nothing sent: the strong model answers instead
+        call.reason, call.usage["draft"] = failed, answer.usage
         return None
     body = ResponseTranslator(call.plan).json_body(answer) if call.plan.rewriting else raw
     call.status, call.usage["draft"] = 200, answer.usage

@@ -21,6 +21,28 @@ def frame(data: Any, event: str | None = None) -> bytes:
     return head + b"data: " + payload + b"\n\n"
 
 
+class WholeFrames:
+    """A stream passed through as it comes, cut at frame ends: what `feed` returns ends with a
+    whole frame, the rest waits for the next chunk. So an event added to the stream (an early end,
+    an error) lands between two frames, never inside one."""
+
+    _ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
+
+    def __init__(self) -> None:
+        self._rest = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        buf = self._rest + chunk if self._rest else chunk
+        end = max((i + len(e) for e in self._ENDS if (i := buf.rfind(e)) != -1), default=0)
+        self._rest = buf[end:]
+        return buf[:end]
+
+    def rest(self) -> bytes:
+        """What is left at the end of the stream (a last frame without its blank line)."""
+        rest, self._rest = self._rest, b""
+        return rest
+
+
 class SseParser:
     """Feed bytes as they arrive, split anywhere; get back the complete events.
 

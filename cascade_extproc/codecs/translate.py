@@ -14,7 +14,7 @@ from cascade_extproc.codecs.base import CodecError
 from cascade_extproc.codecs.registry import for_api
 from cascade_extproc.codecs.sse import SseParser
 from cascade_extproc.codecs.stream import Assembler, StreamFailed
-from cascade_extproc.types import (Api, BlockDelta, BlockStart, BlockStop, Response, StreamEnd,
+from cascade_extproc.types import (Api, BlockDelta, BlockStart, BlockStop, Response, StopReason, StreamEnd,
                                    StreamEvent, StreamStart, Usage)
 
 _PARSE_ERRORS = (ValueError, KeyError, TypeError, AttributeError, CodecError)
@@ -85,7 +85,7 @@ class ResponseTranslator:
     def __init__(self, plan: ResponsePlan):
         self.plan = plan
         self.tap = StreamTap(plan.upstream)
-        self._encoder = for_api(plan.client).StreamEncoder(plan.created, plan.include_usage)
+        self.encoder = for_api(plan.client).StreamEncoder(plan.created, plan.include_usage)
         self._index: dict[int, int] = {}  # upstream block index -> the client's (reasoning dropped)
         self._dropped: set[int] = set()
 
@@ -105,7 +105,7 @@ class ResponseTranslator:
         return [out for ev in events for out in self._strip(ev)]
 
     def encode_shown(self, events: list[StreamEvent]) -> bytes:
-        return b"".join(self._encoder.encode(ev) for ev in events)
+        return b"".join(self.encoder.encode(ev) for ev in events)
 
     def _strip(self, ev: StreamEvent) -> list[StreamEvent]:
         if not self.plan.strip_thinking or not isinstance(ev, (BlockStart, BlockDelta, BlockStop)):
@@ -125,6 +125,38 @@ class ResponseTranslator:
         if isinstance(ev, BlockDelta):
             return [BlockDelta(index, ev.kind, ev.value)]
         return [BlockStop(index)]
+
+
+class StreamCloser:
+    """Ends the client's stream early, the way its API ends a stream stopped for length: the open
+    blocks stopped, then Anthropic's message_delta (stop_reason max_tokens) and message_stop, or
+    OpenAI's last chunk (finish_reason length; the usage chunk if the client asked for it) and
+    [DONE]. Fed what the client was shown, in its own block numbering (`seen`)."""
+
+    def __init__(self, plan: ResponsePlan, translator: ResponseTranslator | None = None):
+        self.plan = plan
+        self._encoder = translator.encoder if translator else None  # it has seen the stream it encoded
+        self._start: StreamStart | None = None
+        self._open: list[int] = []
+
+    def seen(self, events: list[StreamEvent]) -> None:
+        for ev in events:
+            if isinstance(ev, StreamStart):
+                self._start = ev
+            elif isinstance(ev, BlockStart):
+                self._open.append(ev.index)
+            elif isinstance(ev, BlockStop) and ev.index in self._open:
+                self._open.remove(ev.index)
+
+    def close(self, usage: Usage, stop: StopReason = StopReason.MAX_TOKENS) -> bytes:
+        enc = self._encoder
+        if enc is None:  # passed through as the provider sent it: an encoder told how it started
+            enc = for_api(self.plan.client).StreamEncoder(self.plan.created, self.plan.include_usage)
+            if self._start is not None:
+                enc.encode(self._start)
+        events = [*(BlockStop(i) for i in self._open), StreamEnd(stop, usage)]
+        self._open = []
+        return b"".join(enc.encode(ev) for ev in events)
 
 
 REASONING = ("thinking", "redacted_thinking")

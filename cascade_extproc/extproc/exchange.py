@@ -14,15 +14,17 @@ from cascade_extproc import codecs
 from cascade_extproc._proto import external_processor_pb2 as ep
 from cascade_extproc.cascade.bodies import strong_body
 from cascade_extproc.extproc import mutations
+from cascade_extproc.extproc.access_log import AwaitingLog, Logged
 from cascade_extproc.extproc.credentials import client_credentials
 from cascade_extproc.extproc.paths import (AnswerSide, CascadePath, Facts, FallBack, PathFactory, Pending, Runtime,
                                            ShadowPath, SkipPath, Taken)
 from cascade_extproc.extproc.paths.base import ask_usage, needs_usage_chunk
-from cascade_extproc.extproc.response import ResponseSide
-from cascade_extproc.headers import API_HEADER, CLIENT_PATHS, PROVIDER_PATHS, REQUEST_ATTRIBUTES
+from cascade_extproc.extproc.response import ResponseSide, logged_usage
+from cascade_extproc.headers import API_HEADER, CLIENT_PATHS, METADATA_NAMESPACE, METER_KEY, PROVIDER_PATHS, REQUEST_ATTRIBUTES
+from cascade_extproc.metering import tracing
 from cascade_extproc.metering.ledger import Ledger, RequestRecord
 from cascade_extproc.metering.prices import request_costs
-from cascade_extproc.types import Api, Decision, Path, Request, Route
+from cascade_extproc.types import Api, Decision, Path, Request, Route, Usage
 
 log = logging.getLogger("cascade_extproc.handler")
 
@@ -54,8 +56,13 @@ def headers_from(attributes) -> dict[str, str]:
 class Exchange:
     """State of one ext_proc stream (one model call)."""
 
-    def __init__(self, runtime: Runtime, ledger: Ledger, headers: dict[str, str]):
+    def __init__(self, runtime: Runtime, ledger: Ledger, headers: dict[str, str],
+                 awaiting: AwaitingLog | None = None):
+        """`awaiting`: where a record waits for Envoy's access log (metering off the critical
+        path); without it, the answers to meter are read here, as they pass."""
         self.rt = runtime
+        self.awaiting = awaiting
+        self._logged = False  # the record waits for Envoy's access log entry
         self.ledger = ledger
         self.headers = headers
         self.api: Api | None = api_for(headers.get(":method", ""), headers.get(":path", ""),
@@ -66,6 +73,7 @@ class Exchange:
         self.answer: AnswerSide | None = None  # set when we watch the answer on its way back
         self.decision: Decision | None = None  # the router's, with the conversation it continues
         self._recorded = False
+        self.trace = tracing.begin(headers)  # None: tracing off
 
     # ---- request ---------------------------------------------------------------------------
 
@@ -100,6 +108,8 @@ class Exchange:
             log.exception("routing failed")
             yield self._fallback(req, "router-error", "route")
             return
+        if self.trace is not None:
+            tracing.decided(decision)
         draft_key = ""
         if self.rt.cfg.mode == "shadow":
             path = ShadowPath(self.rt, self.ledger, self._report)
@@ -126,7 +136,7 @@ class Exchange:
                 yield mutations.extend_timeout(step.wait_s)
                 step = await step.run()
         except FallBack as fb:
-            yield self._fallback(req, decision.rule, fb.reason)
+            yield self._fallback(req, decision.rule, fb.reason, fb.usage)
             return
         yield self._take(req, decision.rule, step)
 
@@ -141,13 +151,15 @@ class Exchange:
         except Exception:  # an edit we cannot make safely: send the client's own bytes
             log.exception("could not adjust the request for the strong provider; sending it as it is")
             body, usage_injected = req.raw, False
-        # Without metering there is nothing to read: Envoy then skips the answer's body for us.
-        answer = ResponseSide(req.api) if self.rt.cfg.metering else None
         response = mutations.continue_body(facts.path, None if body is req.raw else body, usage_injected=usage_injected)
-        return Taken(response, facts, answer=answer)
+        return Taken(response, facts, meter=True)
 
-    def _fallback(self, req: Request, rule: str, reason: str) -> ep.ProcessingResponse:
-        return self._take(req, rule, self._to_strong(req, Facts(Path.FALLBACK, fallback_reason=reason)))
+    def _fallback(self, req: Request, rule: str, reason: str,
+                  spent: dict[str, Usage] | None = None) -> ep.ProcessingResponse:
+        """The strong model answers the client's request; `spent`: what the path used before (a
+        draft's usage), recorded beside the strong model's."""
+        facts = Facts(Path.FALLBACK, usage=dict(spent or {}), fallback_reason=reason)
+        return self._take(req, rule, self._to_strong(req, facts))
 
     def _take(self, req: Request, rule: str, taken: Taken) -> ep.ProcessingResponse:
         """Record what the path did, watch the answer it asked to, and hand Envoy its response."""
@@ -156,9 +168,36 @@ class Exchange:
 
     def _answered(self, taken: Taken) -> ep.ProcessingResponse:
         self.answer = taken.answer
+        if taken.meter and taken.answer is None and self.req is not None and self.rt.cfg.metering:
+            if self.awaiting is not None:  # Envoy meters it; its access log finishes the record
+                token = self.awaiting.expect(self._on_logged)
+                self._logged = True
+                taken.response.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.update({METER_KEY: token})
+            else:  # read the answer here, as it passes
+                self.answer = ResponseSide(self.req.api)
         if taken.status:
             self.finish(taken.status)
         return taken.response
+
+    @property
+    def wants_answer(self) -> bool:
+        """Whether the server reads (or changes) the answer: if not, the stream ends with the body's answer."""
+        return self.answer is not None
+
+    def _on_logged(self, logged: Logged | None) -> None:
+        """Envoy's access log entry for this request (None: it never came): finish the record."""
+        rec = self.record
+        if rec is None or self._recorded:
+            return
+        if logged is not None and self.req is not None:
+            usage, model = logged_usage(self.req.api, logged)
+            if usage is not None:
+                rec.usage["strong"] = usage
+                if model:
+                    rec.served_model = model
+        self._logged = False
+        latency = logged.latency_s if logged is not None else None
+        self._finish_record(logged.status if logged is not None else 0, latency_s=latency)
 
     # ---- response --------------------------------------------------------------------------
 
@@ -197,7 +236,7 @@ class Exchange:
 
     def _new_record(self, api: Api | str, rule: str, model: str, facts: Facts) -> RequestRecord:
         rec = RequestRecord(request_id=self.headers.get("x-request-id", ""), api=str(api), path=facts.path,
-                            rule=rule, model=model)
+                            rule=rule, model=model, trace=self.trace)
         _apply(rec, facts)
         return rec
 
@@ -214,15 +253,15 @@ class Exchange:
         request's record is the relay's to finish, unless the relay never got it."""
         self._finish_record(status)
 
-    def _finish_record(self, status: int = 0, settle: bool = True) -> None:
-        if self._recorded or self.record is None:
-            return
+    def _finish_record(self, status: int = 0, settle: bool = True, latency_s: float | None = None) -> None:
+        if self._recorded or self.record is None or self._logged:
+            return  # (_logged: Envoy's access log finishes it)
         rec, side = self.record, self.answer
         if settle and side is not None and not side.settle(rec):
             return  # the relay has it: it reports when done
         self._recorded = True
         rec.status = status or (side.status if side else 0)
-        rec.latency_s = time.monotonic() - self.started
+        rec.latency_s = latency_s if latency_s is not None and latency_s >= 0 else time.monotonic() - self.started
         if self.req is not None:
             draft = self.rt.cfg.providers.for_api(self.req.api).draft
             rec.cost_usd, rec.baseline_usd = request_costs(
@@ -237,7 +276,7 @@ class Exchange:
                 except Exception:
                     log.exception("the cache model failed; the request keeps its plain baseline")
                     base = None
-                if base is not None and rec.cost_usd is not None:
+                if base is not None and base >= 0 and rec.cost_usd is not None:
                     rec.baseline_usd = base
         self.ledger.record(rec)
 

@@ -5,8 +5,8 @@ from google.protobuf.duration_pb2 import Duration
 
 from cascade_extproc._proto import core_pb2, external_processor_pb2 as ep, http_status_pb2
 from cascade_extproc._proto import processing_mode_pb2
-from cascade_extproc.headers import (METADATA_NAMESPACE, PATH_HEADER, RELAY_ROUTE, ROUTE_KEY, TICKET_KEY,
-                                     USAGE_INJECTED_KEY)
+from cascade_extproc.headers import (METADATA_NAMESPACE, METER_KEY, PATH_HEADER, RELAY_ROUTE, ROUTE_KEY,
+                                     TICKET_KEY, USAGE_INJECTED_KEY)
 from cascade_extproc.types import Path
 
 Mode = processing_mode_pb2.ProcessingMode
@@ -32,13 +32,19 @@ def _header_edits(set_headers: dict[str, str] | None, remove_headers: list[str] 
         set_headers=[_header(k, v) for k, v in (set_headers or {}).items()], remove_headers=remove_headers or []))
 
 
-def continue_body(path: Path, body: bytes | None = None, usage_injected: bool = False) -> ep.ProcessingResponse:
+def continue_body(path: Path, body: bytes | None = None, usage_injected: bool = False,
+                  meter: str = "") -> ep.ProcessingResponse:
     """Send the request on to the route it has; with `body`, a corrected body first.
-    `usage_injected`: the body asks for a usage chunk the client did not (USAGE_INJECTED_KEY)."""
+    `usage_injected`: the body asks for a usage chunk the client did not (USAGE_INJECTED_KEY).
+    `meter`: Envoy meters the answer and its access log brings the usage back under this token
+    (METER_KEY), the server reads nothing more of this request."""
     common = ep.CommonResponse()
     if body is not None:
         common.body_mutation.body = body  # Envoy recomputes content-length (the fail-open filter)
-    return _with_path(ep.ProcessingResponse(request_body=ep.BodyResponse(response=common)), path, usage_injected)
+    resp = _with_path(ep.ProcessingResponse(request_body=ep.BodyResponse(response=common)), path, usage_injected)
+    if meter:
+        resp.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.update({METER_KEY: meter})
+    return resp
 
 
 def to_relay(ticket: str, usage_injected: bool = False) -> ep.ProcessingResponse:

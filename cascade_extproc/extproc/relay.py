@@ -18,6 +18,7 @@ from aiohttp import web
 from cascade_extproc.cascade import skipped
 from cascade_extproc.cascade.skipped import SkipCall
 from cascade_extproc.headers import RELAY_PATH, TICKET_HEADER
+from cascade_extproc.metering import tracing
 
 log = logging.getLogger("cascade_extproc.relay")
 
@@ -25,14 +26,19 @@ log = logging.getLogger("cascade_extproc.relay")
 class Relay:
     def __init__(self) -> None:
         self._calls: dict[str, SkipCall] = {}
+        self._traces: dict[str, tracing.Trace] = {}  # tracing on: the registering request's trace
 
     def register(self, call: SkipCall) -> str:
         ticket = secrets.token_urlsafe(18)
         self._calls[ticket] = call
+        trace = tracing.current() if tracing.enabled() else None
+        if trace is not None:
+            self._traces[ticket] = trace
         return ticket
 
     def discard(self, ticket: str) -> SkipCall | None:
         """Forget a ticket never taken (the client went away before Envoy routed it)."""
+        self._traces.pop(ticket, None)
         return self._calls.pop(ticket, None)
 
     def __len__(self) -> int:
@@ -44,7 +50,10 @@ class Relay:
         return app
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        call = self._calls.pop(request.headers.get(TICKET_HEADER, ""), None)
+        ticket = request.headers.get(TICKET_HEADER, "")
+        call = self._calls.pop(ticket, None)
+        if tracing.enabled() or self._traces:  # its draft call joins the request's trace
+            tracing.resume(self._traces.pop(ticket, None))
         if call is None:
             log.warning("relay: a request with no valid ticket")
             return web.json_response({"error": "unknown ticket"}, status=404)

@@ -6,6 +6,7 @@ from typing import Callable
 
 from cascade_extproc._proto import external_processor_pb2 as ep
 from cascade_extproc.codecs.translate import StreamTap, read_json
+from cascade_extproc.extproc.access_log import Logged
 from cascade_extproc.extproc import mutations
 from cascade_extproc.extproc.mutations import Mode
 from cascade_extproc.metering.ledger import RequestRecord
@@ -66,3 +67,20 @@ class ResponseSide:
         if self.on_settled is not None:
             self.on_settled(self.answer)
         return True
+
+
+def logged_usage(upstream: Api, logged: Logged) -> tuple[Usage | None, str]:
+    """What Envoy metered (its access log, extproc/access_log.py): the usage and the model that
+    answered, read by the same decoders as an answer passing through the server, so the numbers
+    are the same to the token."""
+    if logged.status >= 300 or logged.status == 0 and logged.sse is None and logged.json is None:
+        return None, ""
+    if logged.sse is not None:
+        tap = StreamTap(upstream)
+        tap.feed(logged.sse, True)
+        answer = tap.response()
+        return tap.usage, answer.model if answer else ""
+    if logged.json is not None:
+        answer = read_json(upstream, logged.json)
+        return (answer.usage, answer.model) if answer else (None, "")
+    return None, ""

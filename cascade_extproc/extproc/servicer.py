@@ -9,15 +9,18 @@ from typing import AsyncIterator, Callable
 from cascade_extproc._proto import external_processor_pb2 as ep
 from cascade_extproc._proto import external_processor_pb2_grpc as ep_grpc
 from cascade_extproc.extproc import mutations
+from cascade_extproc.extproc.access_log import AwaitingLog
 from cascade_extproc.extproc.exchange import Exchange, headers_from
 from cascade_extproc.extproc.paths import Runtime
+from cascade_extproc.metering import tracing
 from cascade_extproc.metering.ledger import Ledger
 
 
 class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
-    def __init__(self, runtime: Callable[[], Runtime], ledger: Ledger):
+    def __init__(self, runtime: Callable[[], Runtime], ledger: Ledger, awaiting: AwaitingLog | None = None):
         self._runtime = runtime  # a getter, so a config reload applies to the next request
         self._ledger = ledger
+        self._awaiting = awaiting  # metering by Envoy's access log (access_log.py); None: read here
         counter = ledger.metrics.extproc_messages
         self._counters = {f.name: counter.labels(f.name)
                           for f in ep.ProcessingRequest.DESCRIPTOR.oneofs_by_name["request"].fields}
@@ -34,9 +37,16 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                 if counter is not None:
                     counter.inc()
                 if kind == "request_body" and exchange is None:
-                    exchange = Exchange(self._runtime(), self._ledger, headers_from(msg.attributes))
+                    headers = headers_from(msg.attributes)
+                    if tracing.enabled():  # Envoy's own span, when Envoy traces, parents ours
+                        tracing.envoy_parent(headers, context.invocation_metadata())
+                    exchange = Exchange(self._runtime(), self._ledger, headers, self._awaiting)
                     async for resp in exchange.on_body(msg.request_body):
                         yield resp
+                    if not exchange.wants_answer:
+                        # Nothing more to do here: end the stream (Envoy honours the server's
+                        # half-close and sends no answer headers): one message per call.
+                        return
                 elif kind == "response_headers" and exchange is not None:
                     async for resp in exchange.on_response_headers(msg.response_headers):
                         yield resp

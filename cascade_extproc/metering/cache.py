@@ -270,6 +270,9 @@ def _from_strong(conv: Conversation, done: Finished, now: float, strong: Side, s
         base_read = read
     else:
         base_read = max(read, min(conv.baseline.held(now, strong.model), cacheable))
+    # A verify call may read past the client's part (the same request verified before: its
+    # appendix cached too); a direct call would have read no more than its own prompt.
+    base_read = min(base_read, cacheable)
     missed = cacheable - base_read
     # The answer: the strong model's own, or the draft's where it was accepted.
     output = done.draft_usage.output_tokens if done.path is Path.ACCEPTED and done.draft_usage else s.output_tokens

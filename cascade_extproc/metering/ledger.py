@@ -1,5 +1,5 @@
 """One record per finished request, and everything that reads it: the Prometheus metrics, the
-dashboard's data, and one JSON log line. One place, so the three always agree."""
+dashboard's data, one JSON log line and (tracing on) its trace. One place, so they always agree."""
 from __future__ import annotations
 
 import collections
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from cascade_extproc.metering import tracing
 from cascade_extproc.metering.metrics import Metrics
 from cascade_extproc.types import Path, Usage
 
@@ -40,6 +41,7 @@ class RequestRecord:
     error: str = ""  # how the answer broke after it had started, or "client-gone"
     shadow_route: str = ""  # shadow mode: what the router would have done
     at: float = field(default_factory=time.time)
+    trace: tracing.Trace | None = field(default=None, repr=False, compare=False)  # tracing on; written here
 
     def log_fields(self) -> dict[str, Any]:
         tokens = {role: {kind: getattr(u, attr) for kind, attr in _KINDS} for role, u in self.usage.items()}
@@ -115,6 +117,8 @@ class Ledger:
         self._recent.append(rec)
         if log.isEnabledFor(logging.INFO):  # the line costs a JSON encoding: only when it is kept
             log.info(json.dumps(rec.log_fields()))
+        if rec.trace is not None:
+            tracing.finished(rec)
 
     def _add_to_series(self, rec: RequestRecord) -> None:
         start = int(rec.at // SERIES_BUCKET_S) * SERIES_BUCKET_S

@@ -40,7 +40,8 @@ class Metrics:
             ["reason"], registry=r)
         self.errors = Counter(
             "cascade_request_errors", "Requests that ended without a whole answer, by path and reason: a stream "
-            "that broke after it had started (ended with an error event), or the client gone.",
+            "that broke after it had started (ended with an error event), a skipped stream the sidecar ended as a "
+            "length stop (a draft that looped, ran out of its budget or of time), or the client gone.",
             ["path", "reason"], registry=r)
         self.extproc_messages = Counter(
             "cascade_extproc_messages", "Messages Envoy sent the ext_proc server, by kind (each one a round "

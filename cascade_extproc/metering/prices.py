@@ -86,7 +86,9 @@ def request_costs(path: Path, prices: PriceTable, strong_model: str, draft_model
         if strong is None or strong_usage is None:
             return None, None
         cost = strong.cost(strong_usage)
-        return cost, cost
+        # A fallback may have paid for a draft first (one that looped or ran out of its budget).
+        spent = draft.cost(draft_usage) if path is Path.FALLBACK and draft and draft_usage else 0.0
+        return cost + spent, cost
     if path is Path.SKIPPED:
         if draft_usage is None:
             return None, None

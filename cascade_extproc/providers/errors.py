@@ -6,6 +6,7 @@ the codecs raise onto these, at the edge; nothing past it sees a foreign excepti
     │                        (the provider's own error message, when it sent one)
     ├── ProviderTimeout      no answer (or no response headers) within the time allowed
     ├── ProviderStalled      an answer that started, then went quiet longer than allowed
+    ├── ProviderDeadline     the caller's time for the whole answer ran out (open(..., deadline))
     ├── ProviderTransport    the connection failed (refused, reset, TLS)
     ├── ProviderStatus       an error status, or an error event inside a stream
     └── ProviderMalformed    an answer that is not one (not JSON, not the API's shape)
@@ -31,6 +32,13 @@ class ProviderTimeout(ProviderError):
 class ProviderStalled(ProviderError):
     def __init__(self) -> None:
         super().__init__("stalled")
+
+
+class ProviderDeadline(ProviderError):
+    """Not the provider's fault as such: the time the caller gave the whole answer is up."""
+
+    def __init__(self) -> None:
+        super().__init__("deadline")
 
 
 class ProviderTransport(ProviderError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from typing import Any, AsyncIterator
 
 import aiohttp
@@ -13,27 +14,40 @@ from cascade_extproc.codecs import CodecError, dumps, for_api
 from cascade_extproc.codecs.sse import SseParser
 from cascade_extproc.codecs.stream import Assembler, StreamFailed
 from cascade_extproc.headers import API_PATH
-from cascade_extproc.providers.errors import (ProviderMalformed, ProviderStalled, ProviderStatus, ProviderTimeout,
-                                              ProviderTransport)
+from cascade_extproc.providers.errors import (ProviderDeadline, ProviderMalformed, ProviderStalled, ProviderStatus,
+                                              ProviderTimeout, ProviderTransport)
 from cascade_extproc.types import Api, Response
+
+def _wait(timeout_s: float, deadline: float | None) -> tuple[float, bool]:
+    """How long the next wait may take, and whether the deadline (time.monotonic()) is what ends it."""
+    if deadline is None:
+        return timeout_s, False
+    left = max(deadline - time.monotonic(), 0.0)
+    return (left, True) if left <= timeout_s else (timeout_s, False)
+
 
 class Upstream:
     """A provider's answer as it arrives: status, type and body chunks, each awaited for at most
-    `idle_timeout_s` (a provider that goes quiet mid-answer raises ProviderStalled)."""
+    `idle_timeout_s` (a provider that goes quiet mid-answer raises ProviderStalled), and none
+    past `deadline` (ProviderDeadline)."""
 
-    def __init__(self, resp: aiohttp.ClientResponse, idle_timeout_s: float):
+    def __init__(self, resp: aiohttp.ClientResponse, idle_timeout_s: float, deadline: float | None = None):
         self._resp = resp
         self.idle_timeout_s = idle_timeout_s
+        self.deadline = deadline
         self.status = resp.status
         self.sse = resp.content_type == "text/event-stream"
 
     async def chunks(self) -> AsyncIterator[bytes]:
         while True:
+            wait, late = _wait(self.idle_timeout_s, self.deadline)
+            if late and wait <= 0:  # checked first: a chunk already buffered would beat a zero timeout
+                raise ProviderDeadline()
             try:
-                async with asyncio.timeout(self.idle_timeout_s):
+                async with asyncio.timeout(wait):
                     chunk = await self._resp.content.readany()
             except TimeoutError:
-                raise ProviderStalled() from None
+                raise (ProviderDeadline() if late else ProviderStalled()) from None
             except aiohttp.ClientError as exc:
                 raise ProviderTransport(exc) from None
             if not chunk:
@@ -74,13 +88,16 @@ class HttpProvider:
             raise ProviderMalformed("response") from None
 
     @contextlib.asynccontextmanager
-    async def open(self, body: bytes, headers: dict[str, str], timeout_s: float) -> AsyncIterator[Upstream]:
+    async def open(self, body: bytes, headers: dict[str, str], timeout_s: float,
+                   deadline: float | None = None) -> AsyncIterator[Upstream]:
         """The answer, to read as it comes: connecting and the response headers within
-        `timeout_s`, then each chunk within `timeout_s` of the last. A status of 400 or more is
+        `timeout_s`, then each chunk within `timeout_s` of the last; with a `deadline`
+        (time.monotonic()), nothing after it (ProviderDeadline). A status of 400 or more is
         raised as ProviderStatus with the provider's own message."""
         hdrs = {**headers, "content-type": "application/json"}
+        wait, late = _wait(timeout_s, deadline)
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(wait):
                 resp = await self._session.post(self.url, data=body, headers=hdrs)
                 if resp.status >= 400:
                     try:
@@ -88,11 +105,11 @@ class HttpProvider:
                     finally:
                         resp.release()
         except TimeoutError:
-            raise ProviderTimeout() from None
+            raise (ProviderDeadline() if late else ProviderTimeout()) from None
         except aiohttp.ClientError as exc:
             raise ProviderTransport(exc) from None
         try:
-            yield Upstream(resp, timeout_s)
+            yield Upstream(resp, timeout_s, deadline)
         finally:
             resp.close()  # not release(): an answer we stopped reading must not go back to the pool
 

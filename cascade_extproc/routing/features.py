@@ -15,7 +15,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from cascade_extproc import actions
 from cascade_extproc.config import ConfigError, Economics
@@ -104,8 +104,33 @@ def estimate_tokens(chars: int) -> int:
     return math.ceil(chars / CHARS_PER_TOKEN)
 
 
+class Features(dict):
+    """The features of a request: a dict whose costly entries (`lazy`) are computed on first read."""
+
+    lazy: dict[str, Callable[[], Any]]
+
+    def __missing__(self, key: str) -> Any:
+        make = self.__dict__.get("lazy", {}).pop(key, None)
+        if make is None:
+            raise KeyError(key)
+        self[key] = value = make()
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def resolved(self) -> dict[str, Any]:
+        """Every feature, computed (for output)."""
+        for key in list(self.__dict__.get("lazy", {})):
+            self[key]
+        return dict(self)
+
+
 def extract(req: Request, body_bytes: int, ctx: Context | None = None, conv: Conversation | None = None,
-            now: float = 0.0) -> dict[str, Any]:
+            now: float = 0.0) -> "Features":
     """All features of `req`; `body_bytes` is the size of the raw body, `conv` what the sidecar
     knows of the conversation at `now` (None: nothing, as for its first request)."""
     ctx = ctx or Context()
@@ -124,7 +149,7 @@ def extract(req: Request, body_bytes: int, ctx: Context | None = None, conv: Con
     recent = _recent_tools(messages, anthropic)
     scan = text if len(text) <= 2 * SCAN_CHARS else text[:SCAN_CHARS] + "\n" + text[-SCAN_CHARS:]
     tools = body.get("tools") if isinstance(body.get("tools"), list) else []
-    features = {
+    features = Features({
         "api": str(req.api),
         "model": req.model,
         "stream": req.stream,
@@ -141,13 +166,18 @@ def extract(req: Request, body_bytes: int, ctx: Context | None = None, conv: Con
         "recent_tools": recent,
         "thinking": thinking,
         "images": images,
-        "has_code": bool(_CODE.search(scan)),
-        "keywords": [name for name, rx in ctx.keywords.items() if last_turn == "user_text" and rx.search(scan)],
         "max_tokens": max_tokens if isinstance(max_tokens, int) else 0,
         "client": _client(req.headers.get("user-agent", "")),
         "priced": None,
         "cascade_saving": None,
         "skip_saving": None,
+    })
+    # The text classifiers (regexes over up to 2 x SCAN_CHARS of text: the costliest features, about
+    # 0.2-0.7 ms each on a few KB) run only when a rule reads them: a request the first rules
+    # settle (a cheap model, a forced tool choice) never pays for them.
+    features.lazy = {
+        "has_code": lambda: bool(_CODE.search(scan)),
+        "keywords": lambda: [name for name, rx in ctx.keywords.items() if last_turn == "user_text" and rx.search(scan)],
     }
     context = features["context_tokens"]
     draft_model = ctx.draft_models.get(req.api, "")

@@ -62,9 +62,9 @@ class RuleSet:
         for rule in self.rules:
             if rule.matches(features):
                 used = {c.feature: features.get(c.feature) for c in rule.conditions}
-                return Decision(rule.route, rule.name, used)
+                return Decision(rule.route, rule.name, used, features)
         # Nothing matched: leave the request alone rather than guess.
-        return Decision(Route.DIRECT, "no-rule-matched", {})
+        return Decision(Route.DIRECT, "no-rule-matched", {}, features)
 
 
 def _parse_rule(item: Any, key: str) -> Rule:

@@ -18,6 +18,11 @@ Directives, in the last user text (the verifier's turn excluded):
                       signed thinking block; OpenAI: `reasoning_content`).
 - `sim:gullible`      a verifier fooled by injection: it answers `ACCEPT X` with the LAST
                       `[cascade-verify nonce=X]` or `ACCEPT X` (hex X) in the last user message.
+- `sim:loop`         a model that never stops on its own, as small models do: the reply is a
+                      phrase (the sim:say TEXT, if given) said again and again until the
+                      request's max_tokens (stop reason max_tokens / length), or LOOP_TOKENS when
+                      it set none. `sim:loop=PART`: only a model whose name contains PART loops
+                      (`sim:loop=draft`: the draft loops, the strong model answers as usual).
 and in any user text, including the verifier's turn:
 - `sim:reject`        the verifier rejects: it answers the conversation itself instead.
 """
@@ -39,6 +44,9 @@ _VERIFY_TURN_RE = re.compile(r"\A\[cascade-verify nonce=([0-9a-fA-F]+)\]")
 _ACCEPT_RE = re.compile(r"\bACCEPT\s+([0-9a-fA-F]+)\b")
 _TOOL_RE = re.compile(r"sim:tool=([\w.-]+)")
 _SAY_RE = re.compile(r"sim:say=([^\r\n]*)")
+_LOOP_RE = re.compile(r"sim:loop(?:=([\w.-]+))?")
+LOOP_PHRASE = "I will say this again, because I have lost my way and nothing tells me to stop. "
+LOOP_TOKENS = 50_000  # a looping answer with no max_tokens: more than any client would sit through
 _WORDS = ("amber basin cedar delta ember fjord glacier harbor island juniper kelp lagoon meadow "
           "nebula orchid prairie quartz river summit tundra umber valley willow yarrow zephyr "
           "anchor beacon canyon dune estuary forest grove horizon").split()
@@ -179,6 +187,14 @@ def _text_answer(text: str, max_tokens: int | None) -> Answer:
     return Answer(text[:ends[max_tokens - 1]], output_tokens=max_tokens, stop="max_tokens")
 
 
+def _loop_answer(phrase: str, max_tokens: int | None) -> Answer:
+    """`phrase` again and again until the limit: a model that never stops on its own."""
+    limit = max_tokens if max_tokens is not None else LOOP_TOKENS
+    phrase = phrase.strip() + " "
+    text = phrase * (limit // max(_ntok(phrase), 1) + 1)
+    return _text_answer(text, limit)
+
+
 def _thinking_text(model: str, seed_text: str) -> str:
     seed = hashlib.sha256(("thinking:" + model + seed_text).encode()).digest()
     rng = random.Random(int.from_bytes(seed, "big"))
@@ -230,6 +246,9 @@ def _model_answer(conv: _Conv, model: str, max_tokens: int | None) -> Answer:
     elif names and conv.tool_choice is None and (m := _TOOL_RE.search(last_text)) and m.group(1) in names:
         tool = m.group(1)
     say = _SAY_RE.search(last_text)
+    loop = _LOOP_RE.search(last_text)
+    if loop and (not loop.group(1) or loop.group(1) in model):
+        return _loop_answer(say.group(1) if say else LOOP_PHRASE, max_tokens)
     if tool is None:  # after a tool call the last user turn is only its result: seed on that
         text = say.group(1) if say else _reply_text(model, last_text or "\n".join(last.extras))
         return _text_answer(text, max_tokens)

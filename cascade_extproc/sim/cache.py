@@ -51,6 +51,9 @@ class SimCache:
         self.mode, self.ttl_s, self.clock = mode, ttl_s, clock
         self._entries: dict[bytes, tuple[float, float]] = {}  # chain hash → (expires_at, ttl_s)
 
+    def clear(self) -> None:
+        self._entries.clear()
+
     def use(self, model: str, blocks: list[Block]) -> CacheUse:
         """What a request of `blocks` reads and writes now; the cache updated as the provider's."""
         if self.mode == "off" or not blocks:

@@ -90,8 +90,10 @@ class SimProvider:
         self._faults += [status] * count
 
     def clear(self) -> None:
+        """Forget what it received, its pending faults and its prompt cache."""
         self.received.clear()
         self._faults.clear()
+        self.cache.clear()
 
     async def start(self, host: str = "127.0.0.1", port: int = 0, ssl_context: Any = None) -> None:
         """`ssl_context` (an ssl.SSLContext): serve HTTPS, e.g. as a fake api.anthropic.com."""

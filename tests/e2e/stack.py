@@ -68,22 +68,32 @@ STACKS: list["Stack"] = []
 
 class Stack:
     def __init__(self, tmp: Path, extra_config: dict | None = None, draft_formats: dict | None = None,
-                 draft_base_path: str = "", pod_layout: bool = False):
+                 draft_base_path: str = "", pod_layout: bool = False, upstreams: dict[str, str] | None = None,
+                 draft_models: dict[str, str] | None = None, bootstrap_hook=None):
         """`draft_formats` maps a client API to the API its draft provider speaks (default: same);
         `draft_base_path`: the draft providers serve under this path prefix. `pod_layout`: as in
         Kubernetes, the server on a Unix socket in SOCKETS_DIR, Envoy's admin socket in
-        ENVOY_ADMIN_DIR and the draft key in SECRETS_DIR (volumes the app never mounts)."""
+        ENVOY_ADMIN_DIR and the draft key in SECRETS_DIR (volumes the app never mounts).
+        `upstreams`: real providers' base URLs by role and API ("strong_anthropic", "draft_openai",
+        ...) in place of simulated ones (tests/e2e/local_llm.py: llama-servers); `draft_models`:
+        the draft model per client API (default DRAFT_MODELS).
+        `bootstrap_hook(boot)`: edits Envoy's bootstrap before it starts (e.g. Envoy's own tracing)."""
         self.tmp = tmp
         self.loop = LoopThread()
         formats = {"anthropic": "anthropic", "openai": "openai", **(draft_formats or {})}
+        upstreams = upstreams or {}
+        models = {**DRAFT_MODELS, **(draft_models or {})}
         self.sims = {}
         for api in ("anthropic", "openai"):
-            self.sims[f"strong_{api}"] = SimProvider(api, name=f"strong-{api}")
-            # The drafts cache as DeepSeek does: automatically, kept for an hour (pricing.caches).
-            self.sims[f"draft_{api}"] = SimProvider(formats[api], name=f"draft-{api}", base_path=draft_base_path,
-                                                    cache="automatic", cache_ttl_s=3600)
+            if f"strong_{api}" not in upstreams:
+                self.sims[f"strong_{api}"] = SimProvider(api, name=f"strong-{api}")
+            if f"draft_{api}" not in upstreams:
+                # The drafts cache as DeepSeek does: automatically, kept for an hour (pricing.caches).
+                self.sims[f"draft_{api}"] = SimProvider(formats[api], name=f"draft-{api}", base_path=draft_base_path,
+                                                        cache="automatic", cache_ttl_s=3600)
         for sim in self.sims.values():
             self.loop.run(sim.start("127.0.0.1", 0))
+        urls = {**{name: sim.url for name, sim in self.sims.items()}, **upstreams}
         self.grpc_port, self.admin_port, self.port = free_port(), free_port(), free_port()
         self.private_dirs = [tmp / d for d in (SOCKETS_DIR, ENVOY_ADMIN_DIR, SECRETS_DIR)] if pod_layout else []
         for d in self.private_dirs:
@@ -100,8 +110,8 @@ class Stack:
             "log_level": "info",
             "listen": {"grpc": grpc, "relay": relay, "admin": f"127.0.0.1:{self.admin_port}"},
             "providers": {api: {
-                "strong": {"base_url": self.sims[f"strong_{api}"].url},
-                "draft": {"base_url": self.sims[f"draft_{api}"].url, "model": DRAFT_MODELS[api],
+                "strong": {"base_url": urls[f"strong_{api}"]},
+                "draft": {"base_url": urls[f"draft_{api}"], "model": models[api],
                           "format": formats[api], "api_key_file": str(self.key_file), "api_key_env": ""},
             } for api in ("anthropic", "openai")},
             "router": router,
@@ -115,6 +125,8 @@ class Stack:
         self.start_server()
         boot = envoy_config.build(self.cfg, listen=Addr("127.0.0.1", self.port), grpc=Addr.parse(grpc),
                                   admin=Addr.parse(f"unix:{admin_socket}/envoy-admin.sock"))
+        if bootstrap_hook is not None:
+            bootstrap_hook(boot)
         self.envoy = EnvoyProcess(boot, log_level=os.environ.get("STACK_ENVOY_LOG", "warning"))
         self.envoy.start()
         self.envoy.wait_ready()
@@ -148,9 +160,16 @@ class Stack:
         self.server.send_signal(signal.SIGKILL)
         self.server.wait(10)
 
-    def metrics_text(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=5) as r:
-            return r.read().decode()
+    def metrics_text(self, settle_s: float = 3.0) -> str:
+        """/metrics, once the records of answers Envoy metered have arrived with its access log
+        (batched every 0.1 s: cascade_metering_pending back to 0), or after `settle_s`."""
+        deadline = time.monotonic() + settle_s
+        while True:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+            if "\ncascade_metering_pending 0.0" in text or time.monotonic() > deadline:
+                return text
+            time.sleep(0.05)
 
     def requests_total(self, **labels: str) -> float:
         """Sum of cascade_requests_total over series matching `labels`."""

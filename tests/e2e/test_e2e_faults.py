@@ -165,6 +165,19 @@ class Cut:
 
 
 @dataclass(frozen=True)
+class CutJson:
+    """A JSON answer cut after its headers: the SDK raises exactly `exc[api]` (a connection
+    error, which it retries) and returns nothing; or, when the cut beat the headers to Envoy's
+    downstream side, Envoy's 502 in the API's shape (`or_502[api]`)."""
+    exc: dict[str, type]
+    or_502: dict[str, type]
+
+    def check(self, api, mode, got: Got, model: str) -> None:
+        assert got.complete is False and not got.text
+        assert type(got.exc) in (self.exc[api], self.or_502[api]), repr(got.exc)
+
+
+@dataclass(frozen=True)
 class ClientTimeout:
     """Nothing more comes and the client's own timeout ends it: exactly `exc[api]`. JSON: not
     even the headers (the answer is buffered to be metered); SSE: 200 and the start of the
@@ -222,11 +235,13 @@ MATRIX: dict[tuple[str, object], object] = {
     ("direct strong", 429): HttpError("direct", 429, {"anthropic": anthropic.RateLimitError,
                                                       "openai": openai.RateLimitError}),
     ("direct strong", "malformed"): Unchanged("direct"),
-    # JSON is buffered to be metered: the cut comes before Envoy sent the headers, so Envoy answers
-    # 502 in the API's error shape (which SDKs retry). A stream's headers are gone by then: the
-    # connection is cut as the provider cut it; the anthropic SDK lets httpx's error through, the
-    # openai SDK wraps it.
-    ("direct strong", "truncate"): {"json": HttpError("direct", 502, BOTH_500),
+    # Envoy meters the answer as it passes (issue 19: nothing buffers it any more, JSON included),
+    # so the headers are gone when the provider cuts the body: the connection is cut as the
+    # provider cut it, as without the sidecar (both SDKs retry a connection error). (JSON was
+    # once buffered to be metered by the server, and the cut became Envoy's 502.) The anthropic
+    # SDK lets httpx's error through on a stream, the openai SDK wraps it.
+    ("direct strong", "truncate"): {"json": CutJson({"anthropic": anthropic.APIConnectionError,
+                                                     "openai": openai.APIConnectionError}, BOTH_500),
                                     "sse": Cut("direct", {"anthropic": httpx2.RemoteProtocolError,
                                                           "openai": openai.APIConnectionError})},
     ("direct strong", "reset"): HttpError("direct", 503, {"anthropic": anthropic.ServiceUnavailableError,

@@ -140,3 +140,50 @@ def test_metering_off_leaves_answers_alone(tmp_path):
         assert total(sums, "cascade_tokens_total") == 0 and total(sums, "cascade_unpriced_requests_total") == 1
     finally:
         s.close()
+
+
+def test_direct_answers_are_metered_exactly_off_the_critical_path(stack):
+    """Direct answers are metered by Envoy (its usage filter) and the usage comes back by its
+    access log, not by ext_proc messages: JSON and SSE, both APIs (an OpenAI stream whose usage
+    the server asked for included). Tokens are the provider's to the token, cost to the cent's
+    millionth, and /metrics, the dashboard and the log lines agree."""
+    a = anthropic.Anthropic(base_url=stack.anthropic_url, api_key=CLIENT_KEY, max_retries=0)
+    o = openai.OpenAI(base_url=stack.openai_url, api_key=CLIENT_KEY, max_retries=0)
+    msg = lambda text: [{"role": "user", "content": text}]  # noqa: E731
+    before = stack.metric_total("cascade_extproc_messages_total")
+    made = a.messages.create(model="claude-haiku-4-5", max_tokens=200, messages=msg("hello there"))
+    with a.messages.stream(model="claude-haiku-4-5", max_tokens=200, messages=msg("hello again")) as s:
+        streamed = s.get_final_message()
+    oj = o.chat.completions.create(model="gpt-5.4-mini", messages=msg("ok then"))
+    asked = list(o.chat.completions.create(model="gpt-5.4-mini", stream=True, messages=msg("ok again"),
+                                           stream_options={"include_usage": True}))
+    hidden = list(o.chat.completions.create(model="gpt-5.4-mini", stream=True, messages=msg("ok again")))
+    assert all(c.usage is None for c in hidden)  # the usage chunk asked for the client is not shown
+    logs = request_lines(stack, 5)
+    assert len(logs) == 5 and all(x["path"] == "direct" and x["status"] == 200 for x in logs)
+    # One message per call: the request body; nothing of the answers.
+    assert stack.metric_total("cascade_extproc_messages_total") - before == 5
+    ant = [x["tokens"]["strong"] for x in logs if x["api"] == "anthropic"]
+    oai = [x["tokens"]["strong"] for x in logs if x["api"] == "openai"]
+    assert sum(t["input"] + t["cache_read"] + t["cache_write"] for t in ant) == sum(
+        m.usage.input_tokens + (m.usage.cache_read_input_tokens or 0) + (m.usage.cache_creation_input_tokens or 0)
+        for m in (made, streamed))
+    assert sum(t["output"] for t in ant) == made.usage.output_tokens + streamed.usage.output_tokens
+    usage_chunk = asked[-1].usage
+    assert sum(t["output"] for t in oai) == oj.usage.completion_tokens + 2 * usage_chunk.completion_tokens
+    assert sum(t["input"] + t["cache_read"] + t["cache_write"] for t in oai) == (
+        oj.usage.prompt_tokens + 2 * usage_chunk.prompt_tokens)
+    prices = {"anthropic": (1, 5, 1.25, 0.1), "openai": (0.75, 4.5, 0.75, 0.075)}  # defaults/config.yaml
+    expected = 0.0
+    for x in logs:
+        t, (pi, po, pw, pr) = x["tokens"]["strong"], prices[x["api"]]
+        cost = (t["input"] * pi + t["output"] * po + t["cache_write"] * pw + t["cache_read"] * pr) / 1e6
+        assert x["cost_usd"] == pytest.approx(cost, abs=1e-12) and x["cost_usd"] > 0
+        expected += cost
+    sums = metric_sums(stack.metrics_text())
+    assert total(sums, "cascade_cost_usd_total", path="direct") == pytest.approx(expected, abs=1e-9)
+    assert total(sums, "cascade_tokens_total", provider="strong", kind="output") == sum(
+        x["tokens"]["strong"]["output"] for x in logs)
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.admin_port}/dashboard/data.json", timeout=5) as r:
+        assert json.loads(r.read())["totals"]["cost_usd"] == pytest.approx(expected, abs=1e-9)
+    assert all(x["latency_ms"] >= 0 and x["served_model"] for x in logs)

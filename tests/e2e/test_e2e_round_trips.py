@@ -2,6 +2,7 @@
 a real Envoy: the request's headers come with its body (no headers message), and calls that are
 not model calls never reach the server."""
 import json
+import time
 import urllib.request
 
 import anthropic
@@ -32,12 +33,10 @@ def ask(stack, text, model):
     return raw.headers.get("x-cascade-path")
 
 
-ANSWERED = {"request_body": 1, "response_headers": 1, "response_body": 1}
-
-
 @pytest.mark.parametrize("text, model, path, expected", [
-    # The body, then the answer to meter (the direct path).
-    ("hello", "claude-haiku-4-5", "direct", ANSWERED),
+    # The body only: the server ends the stream; Envoy meters the answer and its access log
+    # brings the usage back (extproc/access_log.py), streamed or not (below).
+    ("hello", "claude-haiku-4-5", "direct", {"request_body": 1}),
     # The body, then the relay's answer's headers: the relay meters it, not a message per chunk.
     ("hi there", "claude-sonnet-5", "skipped", {"request_body": 1, "response_headers": 1}),
     # The server answers the body itself: nothing comes back through Envoy's filter.
@@ -81,8 +80,16 @@ def test_the_draft_gets_its_own_base_path_and_nothing_of_the_clients(tmp_path):
         s.close()
 
 
+def wait_for(cond, timeout_s=10.0):
+    """The access log arrives in batches (every ACCESS_LOG_FLUSH): the records follow the answers."""
+    deadline = time.monotonic() + timeout_s
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return cond()
+
+
 def test_direct_answers_are_metered(stack):
-    """JSON or SSE; an error counts its status and no tokens."""
+    """JSON or SSE; an error counts its status and no tokens; one message per call."""
     client = anthropic.Anthropic(base_url=stack.anthropic_url, api_key=CLIENT_KEY, max_retries=0)
     kw = dict(model="claude-haiku-4-5", max_tokens=100, messages=[{"role": "user", "content": "hello"}])
     n = stack.requests_total(path="direct")
@@ -93,7 +100,8 @@ def test_direct_answers_are_metered(stack):
     stack.sims["strong_anthropic"].fail_next(529)
     with pytest.raises(anthropic.APIStatusError):
         client.messages.create(**kw)
-    assert stack.requests_total(path="direct") == n + 3
+    assert wait_for(lambda: stack.requests_total(path="direct") == n + 3)
+    assert wait_for(lambda: '"status": 529' in stack.server_log.read_text())
     grew = stack.metric_total("cascade_tokens_total", provider="strong", kind="output") - out
     assert grew == streamed.usage.output_tokens + made.usage.output_tokens
     assert '"status": 529' in stack.server_log.read_text()  # the error is recorded too

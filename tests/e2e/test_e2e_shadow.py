@@ -45,8 +45,12 @@ def shadow(tmp_path):
 
 def test_shadow_mode_answers_are_byte_identical_to_pass_through(shadow):
     for api, body in REQUESTS:
+        shadow.sims[f"strong_{api}"].cache.clear()
         via_sidecar = post((shadow.anthropic_url + "/v1/messages") if api == "anthropic"
                            else (shadow.openai_url + "/chat/completions"), body)
+        # The same request again would read the first one's prompt cache (other usage figures):
+        # each starts from an empty one.
+        shadow.sims[f"strong_{api}"].cache.clear()
         straight = post(shadow.sims[f"strong_{api}"].url + ("/v1/messages" if api == "anthropic"
                                                              else "/chat/completions"), body)
         assert via_sidecar == straight, (api, body)

@@ -30,6 +30,7 @@ def test_defaults_load():
     assert cfg.listen.grpc == "127.0.0.1:50051"
     assert cfg.limits.max_body_bytes == 64 * 1024 * 1024
     assert cfg.cascade.draft_timeout_s == 60.0 and isinstance(cfg.cascade.draft_timeout_s, float)
+    assert (cfg.cascade.draft_max_tokens, cfg.cascade.skipped_max_s, cfg.cascade.detect_repetition) == (8192, 300, True)
     assert cfg.providers.for_api(Api.ANTHROPIC).strong.base_url == "https://api.anthropic.com"
     assert cfg.providers.for_api(Api.OPENAI).draft.model == "deepseek-chat"
     assert [r["name"] for r in cfg.router.rules][-1] == "complex-turn"
@@ -72,6 +73,11 @@ def test_user_file_merges_mappings_and_replaces_lists(tmp_path):
     ({"log_level": "verbose"}, "log_level"),
     ({"cascade": {"draft_timeout_s": 0}}, "cascade.draft_timeout_s"),
     ({"cascade": {"verify_timeout_s": -1}}, "cascade.verify_timeout_s"),
+    ({"cascade": {"draft_max_tokens": 0}}, "cascade.draft_max_tokens"),
+    ({"cascade": {"draft_max_tokens": 8192.5}}, "cascade.draft_max_tokens"),
+    ({"cascade": {"skipped_max_s": 0}}, "cascade.skipped_max_s"),
+    ({"cascade": {"skipped_max_s": 600}}, "cascade.skipped_max_s"),
+    ({"cascade": {"detect_repetition": "yes"}}, "cascade.detect_repetition"),
     ({"limits": {"max_body_bytes": 10}}, "limits.max_body_bytes"),
     ([1, 2], "<root>"),
 ])

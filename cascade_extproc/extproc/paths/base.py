@@ -74,6 +74,9 @@ class Taken:
     facts: Facts
     status: int = 0  # answered here (an ImmediateResponse): the record is finished at once
     answer: AnswerSide | None = None  # watches the answer on its way back; None: Envoy skips it
+    # The request goes on to the strong provider and nothing here reads its answer: with metering
+    # on, Envoy meters it and its access log brings the usage back (extproc/access_log.py).
+    meter: bool = False
 
 
 @dataclass
@@ -89,9 +92,10 @@ class Pending:
 class FallBack(Exception):
     """The path cannot serve the request: the strong model answers the original (path fallback)."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, usage: dict[str, Usage] | None = None):
         super().__init__(reason)
         self.reason = reason  # the fallback reason, in the metrics
+        self.usage = usage or {}  # what the path spent before it gave up (a draft's tokens), metered too
 
 
 class PathHandler(Protocol):

@@ -44,6 +44,8 @@ class CascadePath:
             draft_timeout_s=cfg.cascade.draft_timeout_s,
             verify_timeout_s=cfg.cascade.verify_timeout_s,
             on_call=self._timed,
+            draft_max_tokens=cfg.cascade.draft_max_tokens,
+            detect_repetition=cfg.cascade.detect_repetition,
         )
         async with self.rt.cascade_slots:
             try:
@@ -56,7 +58,7 @@ class CascadePath:
                                  Facts(Path.SKIPPED, draft.model, {"draft": exc.draft.usage},
                                        fallback_reason="verify-failed-served-draft"), status=200)
                 log.warning("cascade %s failed: %s; falling back to the strong model", exc.stage, exc)
-                raise FallBack(f"{exc.stage}-failed") from None
+                raise FallBack(exc.reason, {"draft": exc.spent.usage} if exc.spent else None) from None
             except Exception:
                 log.exception("cascade crashed; falling back to the strong model")
                 raise FallBack("internal-error") from None

@@ -27,14 +27,16 @@ class ShadowPath:
         shadow = self.rt.cfg.shadow
         sampled = decision.route is not Route.DIRECT and random.random() < shadow.sample_rate \
             and not self.rt.shadow_slots.locked()
-        side = ResponseSide(req.api) if self.rt.cfg.metering or sampled else None
+        # Only a sampled request's answer is read here (the comparison needs the strong answer);
+        # the others are metered by Envoy (Taken.meter).
+        side = ResponseSide(req.api) if sampled else None
         if sampled and side is not None:
             loop = asyncio.get_running_loop()
             strong_answer: asyncio.Future[Response | None] = loop.create_future()
             side.on_settled = lambda answer: strong_answer.done() or strong_answer.set_result(answer)
             loop.create_task(self._compare_with_draft(req, decision.rule, strong_answer))
         return Taken(mutations.continue_body(Path.DIRECT), Facts(Path.DIRECT, shadow_route=str(decision.route)),
-                     answer=side)
+                     answer=side, meter=side is None)
 
     async def _compare_with_draft(self, req: Request, rule: str, strong_answer: asyncio.Future[Response | None]) -> None:
         """Shadow sampling: ask the draft too, in the background, and score the agreement."""
@@ -45,7 +47,8 @@ class ShadowPath:
             return
         async with self.rt.shadow_slots:
             try:
-                body = draft_body(req, draft.api(req.api), draft.model, stream=False)
+                body = draft_body(req, draft.api(req.api), draft.model, stream=False,
+                                  budget=cfg.cascade.draft_max_tokens)
                 answer = await self.rt.providers[(req.api, "draft")].complete(
                     body, draft_auth(req, draft.api(req.api), key), cfg.cascade.draft_timeout_s)
                 strong = await asyncio.wait_for(strong_answer, cfg.cascade.verify_timeout_s)

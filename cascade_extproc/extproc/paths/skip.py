@@ -9,6 +9,7 @@ import time
 
 from cascade_extproc import codecs
 from cascade_extproc._proto import external_processor_pb2 as ep
+from cascade_extproc.cascade import draft_checks
 from cascade_extproc.cascade.bodies import draft_body, strong_body
 from cascade_extproc.cascade.skipped import SkipCall
 from cascade_extproc.codecs.translate import ResponsePlan
@@ -40,7 +41,8 @@ class SkipPath:
         cfg = self.rt.cfg
         draft = cfg.providers.for_api(req.api).draft
         draft_api = draft.api(req.api)
-        body = draft_body(req, draft_api, draft.model, stream=req.stream)
+        budget = cfg.cascade.draft_max_tokens
+        body = draft_body(req, draft_api, draft.model, stream=req.stream, budget=budget)
         usage_injected = needs_usage_chunk(req, cfg)
         if usage_injected and draft_api is req.api:
             body = ask_usage(body)
@@ -57,7 +59,9 @@ class SkipPath:
             draft=self.rt.providers[(req.api, "draft")], draft_headers=draft_auth(req, draft_api, draft_key),
             strong=self.rt.providers[(req.api, "strong")], strong_headers=strong_headers(req),
             strong_body=strong, timeout_s=cfg.cascade.draft_timeout_s,
-            strong_timeout_s=cfg.cascade.verify_timeout_s, on_done=self._done, served_model=draft.model)
+            strong_timeout_s=cfg.cascade.verify_timeout_s, on_done=self._done, served_model=draft.model,
+            deadline=time.monotonic() + cfg.cascade.skipped_max_s, limited=draft_checks.limited(req, budget),
+            detect_repetition=cfg.cascade.detect_repetition)
         ticket = self.rt.relay.register(call)
         return Taken(mutations.to_relay(ticket, usage_injected=usage_injected),
                      Facts(Path.SKIPPED, served_model=draft.model), answer=RelayWatch(self.rt, call, ticket))

@@ -14,7 +14,7 @@ from cascade_extproc.cascade.run import CascadeCall, CascadeError, Outcome
 from cascade_extproc.codecs import provenance
 from cascade_extproc.providers import ProviderError, ProviderStatus, ProviderTimeout
 from cascade_extproc.providers.mock import FakeProvider
-from cascade_extproc.types import Api, Block, Path, Request, Response, StopReason
+from cascade_extproc.types import Api, Block, Path, Request, Response, StopReason, Usage
 
 DRAFT_HEADERS = {"x-api-key": "sidecar-draft-key", "anthropic-version": "2023-06-01"}
 STRONG_HEADERS = {"x-api-key": "client-key", "anthropic-version": "2023-06-01"}
@@ -287,3 +287,83 @@ def test_verify_failure_is_stage_verify():
     assert info.value.stage == "verify"
     assert "529" in str(info.value)
     assert len(draft.calls) == 1
+
+
+# ---- the draft's output budget, and a draft that fails it ---------------------------------------
+
+def openai_raw_req(raw: bytes) -> Request:
+    return codecs.parse_request(Api.OPENAI, raw, {"authorization": "Bearer client"})
+
+
+def test_the_draft_is_asked_for_the_budget_when_the_client_set_none_or_more():
+    """Spliced: every other byte of the client's body is kept (the prompt cache holds)."""
+    big = ANTHROPIC_RAW.replace(b'"max_tokens": 512', b'"max_tokens": 64000')
+    body = bodies.draft_body(codecs.parse_request(Api.ANTHROPIC, big, {}), Api.ANTHROPIC, "d", budget=8192)
+    assert body == big.replace(b"64000", b"8192").replace(b'"claude-sonnet-4-5"', b'"d"')
+    # OpenAI: no limit at all (it is optional): max_tokens added, the rest as sent
+    body = bodies.draft_body(openai_req(), Api.OPENAI, "d", budget=8192)
+    assert body == OPENAI_RAW.replace(b'"gpt-4.1"', b'"d"')[:-1] + b',"max_tokens":8192}'
+    # OpenAI's newer key, or both: each one above the budget lowered
+    for raw in (b'{"model": "m", "max_completion_tokens": 100000, "messages": [{"role": "user", "content": "x"}]}',
+                b'{"model": "m", "max_completion_tokens": 100000, "max_tokens": 90000, "messages": [{"role": "user", '
+                b'"content": "x"}]}',
+                b'{"model": "m", "max_tokens": null, "messages": [{"role": "user", "content": "x"}]}'):
+        got = json.loads(bodies.draft_body(openai_raw_req(raw), Api.OPENAI, "d", budget=8192))
+        assert [v for k, v in got.items() if k in ("max_tokens", "max_completion_tokens") and v] in ([8192], [8192] * 2)
+    # Translated for a draft in the other API: the budget there too
+    assert json.loads(bodies.draft_body(openai_req(), Api.ANTHROPIC, "d", budget=8192))["max_tokens"] == 8192
+
+
+def test_a_client_limit_within_the_budget_is_the_clients_own():
+    req = anthropic_req()  # max_tokens 512
+    assert bodies.draft_limit(req, 8192) is None and bodies.draft_limit(req, 100) == 100
+    assert bodies.draft_body(req, Api.ANTHROPIC, "d", budget=8192) == bodies.draft_body(req, Api.ANTHROPIC, "d")
+    assert bodies.draft_limit(req, None) is None  # no budget configured
+    assert bodies.client_limit(openai_req()) is None
+
+
+def budgeted(draft, strong, req=None, **kw) -> Outcome:
+    call = make_call(draft, strong)
+    call.draft_max_tokens, call.detect_repetition = kw.get("budget", 8192), kw.get("detect", True)
+    return asyncio.run(cascade_run.run(req or anthropic_req(max_tokens=64000), call))
+
+
+def stopped(text: str, reason=StopReason.MAX_TOKENS, output_tokens: int = 8192) -> Response:
+    return Response("id", "draft", [Block("text", text=text)], reason, Usage(10, output_tokens))
+
+
+def test_a_draft_stopped_by_the_budget_is_failed_not_verified():
+    draft, strong = FakeProvider(lambda b: stopped("A long answer that went on")), FakeProvider(accepting)
+    with pytest.raises(CascadeError) as info:
+        budgeted(draft, strong)
+    assert (info.value.stage, info.value.reason, info.value.draft) == ("draft", "draft-budget", None)
+    assert info.value.spent.usage.output_tokens == 8192  # paid for: metered, never served
+    assert draft.calls[0][0]["max_tokens"] == 8192 and strong.calls == []
+
+
+def test_a_draft_stopped_by_the_clients_own_limit_is_verified():
+    """The client asked for at most 512 tokens: the strong model would stop there too."""
+    out = budgeted(FakeProvider(lambda b: stopped("Part of an answer", output_tokens=512)), FakeProvider(accepting),
+                   req=anthropic_req())
+    assert out.path is Path.ACCEPTED
+
+
+@pytest.mark.parametrize("blocks", [
+    [Block("text", text="I can help with that. " * 200)],
+    [Block("text", text="Writing it."), Block("tool_use", id="t", name="Write",
+                                               input={"path": "a", "content": "All work and no play.\n" * 200})],
+], ids=["text", "tool-arguments"])
+def test_a_looping_draft_is_failed_even_when_it_stopped_on_its_own(blocks):
+    looped = Response("id", "draft", blocks, StopReason.END_TURN, Usage(10, 1200))
+    strong = FakeProvider(accepting)
+    with pytest.raises(CascadeError) as info:
+        budgeted(FakeProvider(lambda b: looped), strong)
+    assert (info.value.reason, info.value.spent) == ("draft-degenerate", looped)
+    assert strong.calls == []
+    assert budgeted(FakeProvider(lambda b: looped), strong, detect=False).path is Path.ACCEPTED  # the knob
+
+
+def test_other_draft_failures_keep_their_reason():
+    with pytest.raises(CascadeError) as info:
+        budgeted(FakeProvider(error=ProviderTimeout()), FakeProvider(accepting))
+    assert (info.value.reason, info.value.spent) == ("draft-failed", None)

@@ -161,3 +161,22 @@ def test_split_inside_crlf_and_multibyte_characters(evs, data):
     assert parse(raw, cuts) == whole
     assert parse(raw, crlf + inside) == whole
     assert whole == expected(evs)
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+def test_whole_frames_pass_a_stream_through_cut_at_frame_ends(eol):
+    """What the relay passes through ends with a whole frame, so an event it adds (an early end)
+    lands between two frames; split anywhere, the bytes come out the same."""
+    from cascade_extproc.codecs.sse import WholeFrames
+    raw = "".join(f"event: e{eol}data: {{\"n\": {i}}}{eol}{eol}" for i in range(20)).encode()
+    for step in (1, 3, 7, 50, len(raw)):
+        w = WholeFrames()
+        out = []
+        for i in range(0, len(raw), step):
+            got = w.feed(raw[i:i + step])
+            assert got == b"" or got.endswith((eol * 2).encode())
+            out.append(got)
+        out.append(w.rest())
+        assert b"".join(out) == raw
+    w = WholeFrames()
+    assert w.feed(b"data: 1\n\ndata: 2") == b"data: 1\n\n" and w.rest() == b"data: 2"

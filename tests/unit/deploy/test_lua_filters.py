@@ -417,3 +417,75 @@ def test_an_unfinished_last_event_is_flushed(usage):
     stream, expected = openai_stream()
     out, _ = respond(usage, [stream + b"data: [DO", b"NE]"])
     assert out == expected + b"data: [DONE]"
+
+
+# ---- usage_chunk.lua: metering off the critical path ------------------------------------------
+
+def anthropic_stream() -> bytes:
+    usage = {"input_tokens": 1200, "output_tokens": 1, "cache_read_input_tokens": 7, "cache_creation_input_tokens": 3}
+    events = [("message_start", {"type": "message_start", "message": {
+        "id": "m", "type": "message", "role": "assistant", "model": "claude-x", "content": [], "usage": usage}}),
+              ("content_block_start", {"type": "content_block_start", "index": 0,
+                                       "content_block": {"type": "text", "text": ""}})]
+    for w in ('the "usage": {} key', '"type":"message_stop"', "data: [DONE]", "plain"):
+        events.append(("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                               "delta": {"type": "text_delta", "text": w}}))
+    events += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+               ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                                  "usage": {"output_tokens": 42}}),
+               ("message_stop", {"type": "message_stop"})]
+    return "".join(f"event: {n}\ndata: {json.dumps(d)}\n\n" for n, d in events).encode()
+
+
+def metered(lua, chunks: list[bytes], content_type: str = "text/event-stream", status: bytes = b"200"):
+    meta = lua.table_from({b"cascade": lua.table_from({b"meter": b"t-1"})})
+    h = lua.globals().fake_handle(b"POST", None, meta, content_type.encode(), lua.table_from(chunks))
+    h.headers_t[b":status"] = status
+    lua.globals().envoy_on_response(h)
+    out = b"".join(c.bytes() for c in h.chunks.values())
+    return out, h.meta[b"cascade"]
+
+
+def usage_of(api, sse: bytes):
+    from cascade_extproc.codecs.translate import StreamTap
+    tap = StreamTap(api)
+    tap.feed(sse, True)
+    return tap.usage
+
+
+@settings(max_examples=200, deadline=None)
+@given(cuts=st.lists(st.integers(0, 3000), max_size=10), which=st.sampled_from(["anthropic", "openai"]))
+def test_metered_stream_keeps_exactly_the_usage_events(usage, cuts, which):
+    """However the stream is cut, the events kept decode to the same usage as the whole stream,
+    the client's bytes are untouched, and text that mentions the keys is not kept."""
+    from cascade_extproc.types import Api
+    stream = anthropic_stream() if which == "anthropic" else openai_stream()[0]
+    points = sorted({min(c, len(stream)) for c in cuts})
+    pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)])]
+    out, meta = metered(usage, pieces)
+    assert out == stream
+    kept = meta[b"answer_sse"]
+    api = Api(which)
+    assert usage_of(api, kept) == usage_of(api, stream) and usage_of(api, kept) is not None
+    assert b"text_delta" not in kept and b'"content": "' not in kept
+
+
+def test_metered_json_keeps_the_members_the_reader_needs(usage):
+    from cascade_extproc.codecs.translate import read_json
+    from cascade_extproc.types import Api
+    body = json.dumps({"id": "x", "type": "message", "model": "claude-x", "content": [{"type": "text", "text": "hi"}],
+                       "usage": {"input_tokens": 5, "output_tokens": 9, "cache_read_input_tokens": 2}}).encode()
+    out, meta = metered(usage, [body[:17], body[17:]], "application/json")
+    assert out == body
+    assert read_json(Api.ANTHROPIC, meta[b"answer_json"]).usage == read_json(Api.ANTHROPIC, body).usage
+    oai = json.dumps({"id": "c", "object": "chat.completion", "model": "gpt-x",
+                      "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}],
+                      "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}}).encode()
+    _, meta = metered(usage, [oai], "application/json")
+    got = read_json(Api.OPENAI, meta[b"answer_json"])
+    assert got.usage == read_json(Api.OPENAI, oai).usage and got.model == "gpt-x"
+
+
+def test_an_error_answer_is_not_metered(usage):
+    _, meta = metered(usage, [b'{"type":"error","usage":{}}'], "application/json", status=b"529")
+    assert meta[b"answer_json"] is None

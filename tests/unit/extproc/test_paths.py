@@ -95,6 +95,17 @@ def test_cascade_failures_fall_back_with_the_stage_as_the_reason():
     assert info.value.reason == "verify-failed"
 
 
+def test_a_cascade_draft_out_of_its_budget_falls_back_with_what_it_cost():
+    """RAW asks for 64 tokens: a budget of 32 is ours, and a draft that stops for length failed."""
+    cut = Response("id", "draft-model", [Block("text", text="Half an")], StopReason.MAX_TOKENS, Usage(10, 32))
+    draft = FakeProvider(lambda b: cut)
+    rt = runtime(draft=draft, draft_max_tokens=32)
+    with pytest.raises(FallBack) as info:
+        finish(take(CascadePath, rt, reports=[]))
+    assert (info.value.reason, info.value.usage) == ("draft-budget", {"draft": Usage(10, 32)})
+    assert draft.calls[0][0]["max_tokens"] == 32
+
+
 def test_cascade_serve_draft_when_only_verification_failed():
     rt = runtime(strong=FakeProvider(error=ProviderStatus(500)), on_verify_failure="serve_draft")
     taken = finish(take(CascadePath, rt))
@@ -152,5 +163,6 @@ def test_the_relay_unreachable_the_strong_model_answers_from_here():
 def test_shadow_changes_nothing_and_records_what_would_have_happened():
     taken = take(ShadowPath, runtime(), Route.SKIPPED)
     assert taken.facts == Facts(Path.DIRECT, shadow_route="skipped") and taken.status == 0
-    assert isinstance(taken.answer, ResponseSide)  # metered on its way back
+    # Not sampled: nothing here reads the answer; Envoy meters it (its access log brings the usage).
+    assert taken.answer is None and taken.meter
     assert taken.response.request_body.response == ep.CommonResponse()

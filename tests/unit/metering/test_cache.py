@@ -207,3 +207,14 @@ def test_asked_ttl_reads_the_breakpoints_where_clients_put_them():
     # A breakpoint on an older message only: found by the byte search, its TTL taken as 5 minutes.
     body = {"messages": [old, {"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]}
     assert asked_ttl(body, json.dumps(body).encode()) == FIVE_MINUTES
+
+
+def test_a_verify_call_reading_past_the_clients_part_leaves_a_sane_baseline():
+    """The same request cascaded twice at an automatic-caching strong provider: the second verify
+    call reads its whole prompt, the appendix too. A direct call reads at most its own prompt."""
+    gpt = Side("gpt-5.4", Price(input=2.5, output=15, cache_write=2.5, cache_read=0.25), CacheRules(Mode.AUTOMATIC, 300))
+    conv = Conversation()
+    draft = Usage(input_tokens=1_000, output_tokens=50)
+    verify = Usage(input_tokens=0, output_tokens=5, cache_read_tokens=1_200)  # 1,000 + 200 appended
+    base = settle(conv, Finished(Path.ACCEPTED, verify, draft, None, appended=200), 10, gpt, DRAFT)
+    assert base == Usage(input_tokens=0, output_tokens=50, cache_read_tokens=1_000)

@@ -91,7 +91,10 @@ def test_request_costs_per_path():
     def costs(path):
         return request_costs(path, table, "strong", "draft", strong, draft, instruction_tokens=100)
 
-    assert costs(Path.DIRECT) == costs(Path.FALLBACK) == pytest.approx((0.015, 0.015))
+    assert costs(Path.DIRECT) == pytest.approx((0.015, 0.015))
+    # a fallback after a draft that was paid for (it looped, or ran out of its budget): that too
+    assert costs(Path.FALLBACK) == pytest.approx((0.015 + 0.0018, 0.015))
+    assert request_costs(Path.FALLBACK, table, "strong", "draft", strong, None, 100) == pytest.approx((0.015, 0.015))
     assert costs(Path.SKIPPED) == pytest.approx((0.0018, 0.018))  # the draft's tokens, at both prices
     # the draft and the verify call; the baseline: the verify's input less the draft's answer and
     # the instruction (1000 - 200 tokens), and the answer served (the draft's, or the verify's own)

@@ -85,3 +85,25 @@ def test_prompt_now_grows_from_what_was_held():
     assert prompt_now(Conversation().strong, 53_000) == 53_000
     conv.strong.tokens = 48_000  # the provider counted fewer than our estimate then
     assert prompt_now(conv.strong, 53_000) == 51_000
+
+
+def test_the_examples_in_docs_routing():
+    """docs/routing.md, Features: a 62,400-token turn, the strong cache 40 s old (60,000), the
+    draft's 10 s old (61,200), turns every 30 s; then the same turn at 290 s."""
+    from cascade_extproc import config
+    from cascade_extproc.metering.cache import CacheTable, Conversation, Side
+    from cascade_extproc.metering.prices import PriceTable
+    from cascade_extproc.routing.economics import cascade_saving, rewrite_risk, skip_saving
+    cfg = config.load()
+    prices, caches = PriceTable.from_config(cfg.pricing.models), CacheTable.from_config(cfg.pricing.caches)
+    strong, draft = (Side(m, prices.lookup(m), caches.lookup(m)) for m in ("claude-opus-4-6", "deepseek-chat"))
+    conv = Conversation(pace_s=30.0)
+    conv.strong.saw(960.0, strong.model, 60_000, 300.0, context=60_000)
+    conv.draft.saw(990.0, draft.model, 61_200, 3600.0, context=61_200)
+    eco = cfg.router.economics
+    assert skip_saving(conv, strong, draft, 1000.0, 62_400, 300.0, eco) == pytest.approx(
+        (62_400 * 0.5 + 600 * 25 - (61_200 * 0.07 + 1_200 * 0.27 + 600 * 1.10)) * 1e-6)
+    assert cascade_saving(conv, strong, draft, 1000.0, 62_400, 300.0, eco) == pytest.approx(
+        (0.7 * 590 * 25 - 750 * 5 - (61_200 * 0.07 + 1_200 * 0.27 + 600 * 1.10)) * 1e-6)
+    assert rewrite_risk(conv, strong, 1250.0) == pytest.approx(60_000 * (6.25 - 0.5) * 1e-6)
+    assert skip_saving(conv, strong, draft, 1250.0, 62_400, 300.0, eco) == pytest.approx(-0.304068)

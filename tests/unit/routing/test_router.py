@@ -88,14 +88,16 @@ def test_unpriced_strong_model_is_never_cascaded():
 
 def test_a_200k_token_openai_prompt_is_not_cascaded():
     # 200k tokens of context: the draft's input and the verify call's outweigh the output saved.
+    # Where the strong model's cached reads are cheap, the draft's cold 200k (all misses) costs
+    # more than the strong model's read and answer: not even a skip would pay (draft-cannot-save).
     history = [{"role": "user", "content": "x" * 800_000}, {"role": "assistant", "content": "ok"},
                {"role": "user", "content": COMPLEX}]
     for model in ("gpt-6.2-sol", "gpt-5.5", "gpt-6-astra"):
         r, n = req(history, api=Api.OPENAI, model=model)
         d = ROUTER.decide(r, n)
         # a draft that has cached nothing of it would cost more than the strong model's cached read:
-        # no skip either (skip-cannot-save, before the skip rules); else the cascade's own rule
-        assert d.route is Route.DIRECT and d.rule in ("skip-cannot-save", "cascade-cannot-save"), model
+        # no skip either (draft-cannot-save, before the skip rules); else the cascade's own rule
+        assert d.route is Route.DIRECT and d.rule in ("draft-cannot-save", "cascade-cannot-save"), model
         assert d.all_features["cascade_saving"] < 0, model
 
 
@@ -202,5 +204,5 @@ def test_a_skip_that_would_let_the_strong_cache_go_cold_goes_direct():
     fresh = ROUTER.decide(r, n, now=10_000.0, conversation=conv(10_000.0 - 600))
     assert (fresh.route, fresh.rule) == (Route.SKIPPED, "after-shell-command")
     late = ROUTER.decide(r, n, now=10_000.0, conversation=conv(10_000.0 - 3480))
-    assert (late.route, late.rule) == (Route.DIRECT, "skip-cannot-save")
+    assert (late.route, late.rule) == (Route.DIRECT, "draft-cannot-save")
     assert late.features["skip_saving"] < 0

@@ -323,7 +323,7 @@ def test_missing_feature_value_is_a_non_match_not_a_crash():
 
 def test_no_rule_matched_is_direct():
     d = one_rule({"api": "openai"}).decide(feats(a_req([{"role": "user", "content": "hi"}])))
-    assert d == Decision(Route.DIRECT, "no-rule-matched", {})
+    assert (d.route, d.rule, d.features) == (Route.DIRECT, "no-rule-matched", {})  # all_features: every one
     assert RuleSet.from_config([]).decide({"api": "anthropic"}).rule == "no-rule-matched"
 
 

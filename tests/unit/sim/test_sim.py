@@ -773,3 +773,28 @@ def test_think_directive_reasons_unasked(asim, osim):
     c = oclient(osim).chat.completions.create(model=MODEL_O, messages=user("sim:think hi"))
     assert c.choices[0].message.model_extra["reasoning_content"].startswith("Simulated reasoning by")
     assert c.usage.completion_tokens_details.reasoning_tokens > 0
+
+
+def test_loop_directive(asim, osim):
+    """sim:loop: a model that never stops on its own: the same phrase until max_tokens, or
+    LOOP_TOKENS with none; sim:loop=PART loops only a model whose name contains PART."""
+    from cascade_extproc.sim.answers import LOOP_PHRASE, LOOP_TOKENS
+
+    looped = aclient(asim).messages.create(model=MODEL_A, max_tokens=300, messages=user("hi sim:loop"))
+    assert looped.stop_reason == "max_tokens" and looped.usage.output_tokens == 300
+    text = looped.content[0].text
+    assert text.startswith(LOOP_PHRASE.strip()) and text.count(LOOP_PHRASE.split(",")[0]) >= 10
+    # Streamed: the same answer, cut at the same token
+    with aclient(asim).messages.stream(model=MODEL_A, max_tokens=300, messages=user("hi sim:loop")) as s:
+        assert s.get_final_text() == text
+    # OpenAI, no limit: it goes on and on; a limit: length
+    o = oclient(osim).chat.completions.create(model=MODEL_O, messages=user("hi sim:loop"))
+    assert o.choices[0].finish_reason == "length" and o.usage.completion_tokens == LOOP_TOKENS
+    chunks = list(oclient(osim).chat.completions.create(model=MODEL_O, max_completion_tokens=64, stream=True,
+                                                        messages=user("hi sim:loop=gpt sim:say=la la")))
+    assert [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason] == ["length"]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks).split() == ["la"] * 64
+    # Aimed at another model: this one answers as usual
+    normal = oclient(osim).chat.completions.create(model=MODEL_O, messages=user("hi sim:loop=draft"))
+    assert normal.choices[0].finish_reason == "stop"
+    assert normal.choices[0].message.content.startswith(f"Simulated reply from {MODEL_O}")
