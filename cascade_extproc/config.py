@@ -231,6 +231,7 @@ class Config:
     router: RouterConfig = field(default_factory=RouterConfig)
     pricing: PricingConfig = field(default_factory=PricingConfig)
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
 

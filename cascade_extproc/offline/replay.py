@@ -21,6 +21,13 @@ another conversation had cached (the system prompt and tools, or the conversatio
 summarises), and a warm call that read less than the previous call wrote shows the client
 changed its prompt there (every cache of the thread holds no more than that from then on).
 Replayed all-strong, the model reproduces the recorded bill; the report prints both.
+
+Each call's recorded answer tells what the strong model actually did (actions.py): the report
+shows the path mix by that action and the risky-skip share, the calls the draft served alone
+whose recorded action the guard policy (config `guard`) calls risky. A guarded call is priced
+by its recorded action, standing in for the draft's: a safe one as a skip, a risky one as a
+cascade (or the draft and a direct call, `guard.on_risky: direct`); with no answer recorded, as
+risky.
 """
 from __future__ import annotations
 
@@ -33,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Iterable, TextIO
 
-from cascade_extproc import codecs
+from cascade_extproc import actions, codecs
 from cascade_extproc.config import Config
 from cascade_extproc.metering.cache import (FIVE_MINUTES, ONE_HOUR, CacheRules, Conversation, Mode, ProviderCache,
                                             cached_by, expect, prompt_of, ttl_of)
@@ -61,6 +68,18 @@ class Row:
     # the routed plan's strong and draft calls.
     tokens: dict[str, dict[str, float]] = field(default_factory=dict)
     strong_cache_expired: bool = False  # the strong cache was cold only because of the routing
+    # What the strong model did on this call, from its recorded answer (actions.py): the kind
+    # (file_edit, shell, read_only, subagent, text, other; "" when no answer is recorded), the
+    # tool, a destructive command, and whether the guard policy counts it as risky.
+    action: str = ""
+    action_tool: str = ""
+    destructive: bool = False
+    risky: bool = False
+    # Guarded rows (route guarded): the recorded action stands in for the draft's, so the row is
+    # priced as what the guard would have done with it: "skipped" (safe: served) or "cascade" /
+    # "direct" (risky: verified, or answered by the strong model; guard.on_risky).
+    guarded: bool | None = None
+    priced_as: str | None = None
     served_path: str | None = None  # with --target: what the stack did
     status: int | None = None
     latency_ms: float | None = None
@@ -122,6 +141,7 @@ def plan(calls: Iterable[RecordedCall], cfg: Config) -> list[Row]:
     """Route and price every call, each thread in time order; rows in the calls' own order."""
     calls = list(calls)
     router = Router.from_config(cfg)
+    policy = actions.Policy.from_config(cfg.guard)
     prices = router.ctx.prices or PriceTable([])
     caches = router.ctx.caches
     draft_model = cfg.providers.anthropic.draft.model
@@ -140,12 +160,24 @@ def plan(calls: Iterable[RecordedCall], cfg: Config) -> list[Row]:
             model = call.model or str(call.request.get("model", ""))
             sides = _Sides(prices.lookup(model), caches.lookup(model), draft_model, prices.lookup(draft_model),
                            caches.lookup(draft_model))
-            rows[i] = _replay_call(call, key, model, clock, thread, router, sides, cfg)
+            rows[i] = _replay_call(call, key, model, clock, thread, router, sides, cfg, policy)
     return [r for r in rows if r is not None]
 
 
+def served_alone(row: Row) -> bool:
+    """The draft's answer reached the client unchecked: skipped, or guarded and judged safe."""
+    return row.path == "skipped" or row.priced_as == "skipped"
+
+
+def _guarded(action: actions.Action | None, policy: actions.Policy, on_risky: str) -> Route:
+    """What the guard does with an answer taking `action` (None: unknown, treated as risky)."""
+    if action is not None and not policy.is_risky(action):
+        return Route.SKIPPED
+    return Route.CASCADE if on_risky == "verify" else Route.DIRECT
+
+
 def _replay_call(call: RecordedCall, key: str, model: str, now: float, th: _Thread, router: Router,
-                 sides: _Sides, cfg: Config) -> Row:
+                 sides: _Sides, cfg: Config, policy: actions.Policy) -> Row:
     raw = codecs.dumps(call.request)
     context = estimate_tokens(len(raw))
     try:
@@ -155,6 +187,14 @@ def _replay_call(call: RecordedCall, key: str, model: str, now: float, th: _Thre
     except codecs.CodecError:
         route, rule = Route.DIRECT, "unparsed-body"
     row = Row(call.request_id, model, str(route), rule, None, None, key, call.timestamp)
+    action = actions.classify_json(list(call.answer), policy.patterns) if call.answer else None
+    if action is not None:
+        row.action, row.action_tool, row.destructive = action.kind, action.tool, action.destructive
+        row.risky = policy.is_risky(action)
+    draft_asked = route is not Route.DIRECT
+    if route is Route.GUARDED:
+        route = _guarded(action, policy, cfg.guard.on_risky)
+        row.guarded, row.priced_as = True, str(route)
     u = _usage(call)
     if u is None:
         return row
@@ -181,11 +221,11 @@ def _replay_call(call: RecordedCall, key: str, model: str, now: float, th: _Thre
         row.cost_all_strong = sides.strong.cost(all_u)
         row.tokens["all_strong"] = split(all_u)
     th.all_strong.saw(now, model, cacheable, strong_ttl)
-    if sides.strong is None or (route is not Route.DIRECT and sides.draft is None):
+    if sides.strong is None or (draft_asked and sides.draft is None):
         return row
     eco = cfg.router.economics
     cost = 0.0
-    if route is not Route.DIRECT:  # the draft answers (skipped) or drafts (cascade), as long as recorded
+    if draft_asked:  # the draft answers (skipped), drafts (cascade) or is guarded, as long as recorded
         assert sides.draft is not None
         d_u = expect(conv.draft, sides.draft_rules, sides.draft, now, sides.draft_model, prompt, ask=ask,
                      output=u.output_tokens)
@@ -274,9 +314,9 @@ def report(rows: list[Row], out: TextIO, *, sources: int, accept_rate: float) ->
           "simulated per thread, in time order (docs/routing.md, \"The cache model\").\n", file=out)
     by_path: dict[str, list[Row]] = {}
     for r in rows:
-        by_path.setdefault(r.path, []).append(r)
+        by_path.setdefault(_label(r), []).append(r)
     table = []
-    for path in ("skipped", "cascade", "direct"):
+    for path in _order(by_path):
         group = by_path.get(path, [])
         pg = [r for r in group if r in priced]
         table.append([path, str(len(group)), f"{100 * len(group) / n:.1f}%" if n else "-",
@@ -296,6 +336,7 @@ def report(rows: list[Row], out: TextIO, *, sources: int, accept_rate: float) ->
         cold = sum(1 for r in priced if r.strong_cache_expired)
         print(f"Strong calls that found the strong cache cold only because turns before them went to the "
               f"draft: {cold}.", file=out)
+    actions_report(rows, out)
     hits: dict[tuple[str, str], int] = {}
     for r in rows:
         hits[(r.rule, r.path)] = hits.get((r.rule, r.path), 0) + 1
@@ -313,6 +354,61 @@ def report(rows: list[Row], out: TextIO, *, sources: int, accept_rate: float) ->
                  str(sum(1 for r in sent if (r.served_path or "?") == p and (r.status or 0) >= 400 or r.status == 0
                          and (r.served_path or "?") == p))]
                 for p, v in sorted(lat.items())], out)
+
+
+_PATHS = ("skipped", "guarded: served", "guarded: verified", "guarded: direct", "cascade", "direct")
+_ACTIONS = (actions.FILE_EDIT, actions.SUBAGENT, "shell (destructive)", actions.SHELL, actions.READ_ONLY,
+            actions.TEXT, actions.OTHER, "unknown")
+
+
+def _label(r: Row) -> str:
+    if not r.guarded:
+        return r.path
+    return {"skipped": "guarded: served", "cascade": "guarded: verified"}.get(r.priced_as or "", "guarded: direct")
+
+
+def _order(by_path: dict[str, list[Row]]) -> list[str]:
+    """The report's path rows: the three routes always, guarded ones when there are any."""
+    return [p for p in _PATHS if p in by_path or p in ("skipped", "cascade", "direct")]
+
+
+def _action_label(r: Row) -> str:
+    if not r.action:
+        return "unknown"
+    return "shell (destructive)" if r.destructive else r.action
+
+
+def risky_skip_share(rows: list[Row]) -> tuple[int, int]:
+    """(risky, all): the calls the draft served alone (skipped, or guarded and safe), and those of
+    them whose recorded action the guard policy calls risky. Calls with no recorded answer are
+    left out."""
+    alone = [r for r in rows if served_alone(r) and r.action]
+    return sum(1 for r in alone if r.risky), len(alone)
+
+
+def actions_report(rows: list[Row], out: TextIO) -> None:
+    """The path mix by what the strong model actually did (its recorded answer), and the share of
+    the calls the draft served alone that took a risky action."""
+    known = [r for r in rows if r.action]
+    if not known:
+        return
+    cols = [p for p in _PATHS if any(_label(r) == p for r in rows)]
+    counts: dict[tuple[str, str], int] = {}
+    for r in rows:
+        counts[(_action_label(r), _label(r))] = counts.get((_action_label(r), _label(r)), 0) + 1
+    body = []
+    for a in _ACTIONS:
+        line = [counts.get((a, p), 0) for p in cols]
+        if sum(line):
+            body.append([a + (" *" if any(r.risky for r in rows if _action_label(r) == a) else "")]
+                        + [str(v) for v in line] + [str(sum(line))])
+    print("\nWhat the strong model did on each call (its recorded answer) by the path it was routed to;\n"
+          "* risky (the guard policy: config guard.risky_actions, destructive commands):\n", file=out)
+    _table(["action"] + cols + ["total"], body, out)
+    risky, alone = risky_skip_share(rows)
+    if alone:
+        print(f"\nRisky-skip share: {risky} of the {alone} calls the draft served alone (skipped, or guarded "
+              f"and safe) took a risky action: {risky / alone:.3f}.", file=out)
 
 
 def write_json(rows: list[Row], out: TextIO | None = None) -> None:

@@ -39,6 +39,10 @@ class RecordedCall:
     usage: RecordedUsage | None
     source: str  # file path
     thread: str = ""  # the conversation thread: the uuid of its chain's first line
+    # What the model answered: the content blocks of the recorded response (text, tool_use,
+    # thinking), in order; empty when unknown (a bare request body). Replay reads the action
+    # the strong model took from it.
+    answer: tuple = ()
 
 
 @dataclass
@@ -191,8 +195,9 @@ def _build(path: Path, key: str, group: list[_Line], lines: dict[str, _Line],
     if budget:  # 0 means thinking was switched off
         request["thinking"] = {"type": "enabled", "budget_tokens": budget}
         request["max_tokens"] = max(MAX_TOKENS, budget + 1)  # the API wants budget < max_tokens
+    answer = tuple(b for part in group for b in _blocks(part.content))
     return RecordedCall(key, str(first.raw.get("sessionId") or ""), model, str(first.raw.get("timestamp") or ""),
-                        request, _usage(group), str(path), root)
+                        request, _usage(group), str(path), root, answer)
 
 
 def _blocks(content: Any) -> list[dict]:
@@ -266,7 +271,8 @@ def write_jsonl(calls: Iterable[RecordedCall], out: TextIO) -> None:
     for c in calls:
         out.write(json.dumps({"request_id": c.request_id, "session_id": c.session_id, "thread": c.thread,
                               "model": c.model, "timestamp": c.timestamp,
-                              "usage": asdict(c.usage) if c.usage else None, "request": c.request},
+                              "usage": asdict(c.usage) if c.usage else None, "answer": list(c.answer),
+                              "request": c.request},
                              ensure_ascii=False) + "\n")
 
 
@@ -289,8 +295,10 @@ def read_jsonl(path: str | Path) -> list[RecordedCall]:
             u = d.get("usage")
             usage = RecordedUsage(**{f.name: _int(u.get(f.name)) for f in fields(RecordedUsage)}) \
                 if isinstance(u, dict) else None
+            answer = d.get("answer")
             calls.append(RecordedCall(str(d.get("request_id") or f"line-{n}"), str(d.get("session_id") or ""),
                                       str(d.get("model") or d["request"].get("model", "")),
                                       str(d.get("timestamp") or ""), d["request"], usage, str(path),
-                                      str(d.get("thread") or "")))
+                                      str(d.get("thread") or ""),
+                                      tuple(b for b in answer if isinstance(b, dict)) if isinstance(answer, list) else ()))
     return calls

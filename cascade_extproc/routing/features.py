@@ -4,22 +4,25 @@ Token counts are estimates: about 4 characters (or bytes of JSON) per token, wha
 tokenizers average on agentic traffic (code, English, JSON). Good enough for thresholds; the
 cost model uses real usage wherever the provider reports it.
 Only the last turn and the last assistant turn are inspected, so the cost does not grow with
-the conversation, except `context_tokens`, which comes from the body's size.
+the conversation, except `context_tokens`, which comes from the body's size, and the
+conversation features, which walk back at most MAX_STEPS assistant turns.
 The cache features read the conversation's state (routing/state.py): what each provider's
 prompt cache holds of it now, from the usage its answers reported.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from cascade_extproc import actions
 from cascade_extproc.config import ConfigError, Economics
 from cascade_extproc.metering.cache import CacheTable, Conversation, Side, asked_ttl
 from cascade_extproc.metering.prices import Price, PriceTable
 from cascade_extproc.routing.economics import cascade_saving, skip_saving
-from cascade_extproc.types import Api, Request
+from cascade_extproc.types import Api, Block, Request
 
 CHARS_PER_TOKEN = 4
 # Text classifiers (code, keywords) look at the head and tail of a long last turn only: what a
@@ -55,7 +58,23 @@ FEATURES: dict[str, type] = {
     "strong_cache_age_s": float,
     "tokens_since_strong": int,
     "draft_cache_warm": bool,
+    # The conversation so far (walked back at most MAX_STEPS assistant turns):
+    "prev_action": str,
+    "tool_error": bool,
+    "edit_streak": int,
+    "steps_since_user": int,
+    "user_intent": list,
+    "plan_mode": bool,
 }
+
+# How far back the conversation features walk: in a long tool loop the user's message can be
+# hundreds of turns back, and nothing past this many steps changes a rule's mind.
+MAX_STEPS = 32
+# Claude Code says so in a system-reminder of the user turn while plan mode is on, and again
+# when it ends (the latest of the two wins).
+_PLAN_ON = re.compile(r"plan mode (?:is )?(?:still )?active", re.IGNORECASE)
+_PLAN_OFF = re.compile(r"exited plan mode|plan mode (?:is )?(?:now )?(?:off|inactive|exited)", re.IGNORECASE)
+_REMINDER = re.compile(r"<system-reminder>.*?(?:</system-reminder>|$)", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -167,6 +186,7 @@ def extract(req: Request, body_bytes: int, ctx: Context | None = None, conv: Con
     features["strong_cache_age_s"] = s.age(now)
     features["tokens_since_strong"] = context - s.context if s.seen_at is not None else context
     features["draft_cache_warm"] = conv.draft.warm(now, draft_model)
+    features.update(_conversation(messages, anthropic, last_turn, ctx))
     prices = _prices(req, ctx)
     if prices is not None:
         strong, draft = prices
@@ -178,6 +198,99 @@ def extract(req: Request, body_bytes: int, ctx: Context | None = None, conv: Con
             features["cascade_saving"] = cascade_saving(conv, *sides, now, context, ask, ctx.economics)
             features["skip_saving"] = skip_saving(conv, *sides, now, context, ask, ctx.economics)
     return features
+
+
+def _conversation(messages: list[Any], anthropic: bool, last_turn: str, ctx: Context) -> dict[str, Any]:
+    """The conversation features: what the previous steps did and what the user last asked.
+
+    - prev_action: the action of the last assistant turn (actions.py: the riskiest of its tool
+      calls, `text` when it called none; `none` when there is no assistant turn).
+    - tool_error: the last turn answers a tool call with an error.
+    - edit_streak: how many assistant turns in a row, back from the last, edited a file.
+    - steps_since_user: assistant turns since the last message the user wrote (tool results and
+      reminders are not the user writing); MAX_STEPS when it is further back.
+    - user_intent: the keyword classes (router.keywords) found in that message.
+    - plan_mode: Claude Code's plan mode is on (its system-reminder, in the user turns since
+      that message)."""
+    prev = next((_action_of(m, anthropic) for m in reversed(messages)
+                 if isinstance(m, dict) and m.get("role") == "assistant"), "none")
+    streak, steps, intent, plan = 0, 0, [], None
+    streak_open = True
+    for m in reversed(messages):
+        if not isinstance(m, dict):
+            continue
+        role = m.get("role")
+        if role == "assistant":
+            if streak_open:  # classified only while the streak lasts: the walk stays cheap
+                streak_open = (prev if steps == 0 else _action_of(m, anthropic)) == actions.FILE_EDIT
+            streak += streak_open
+            steps += 1
+            if steps >= MAX_STEPS:
+                break
+            continue
+        if role not in ("user", "tool"):
+            continue
+        content = m.get("content")
+        if role == "tool" or isinstance(content, list) and len(content) == 1 and isinstance(content[0], dict) \
+                and content[0].get("type") == "tool_result":
+            continue  # a bare tool result, most turns of a loop: neither the user nor a reminder
+        if plan is None:
+            plan = _plan_mode(content)
+        if role == "user" and _user_wrote(content):
+            text = _text_of(content) if isinstance(content, list) else str(content)
+            text = _REMINDER.sub("", text)
+            scan = text if len(text) <= 2 * SCAN_CHARS else text[:SCAN_CHARS] + "\n" + text[-SCAN_CHARS:]
+            intent = [name for name, rx in ctx.keywords.items() if rx.search(scan)]
+            break
+    return {"prev_action": prev, "tool_error": last_turn == "tool_error", "edit_streak": streak,
+            "steps_since_user": steps, "user_intent": intent, "plan_mode": bool(plan)}
+
+
+def _action_of(msg: dict[str, Any], anthropic: bool) -> str:
+    if anthropic:
+        return actions.classify_json(msg.get("content")).kind
+    return actions.classify([Block("tool_use", name=str((c.get("function") or {}).get("name", "")), input=_arguments(c))
+                             for c in msg.get("tool_calls") or [] if isinstance(c, dict)]).kind
+
+
+def _arguments(call: dict[str, Any]) -> dict[str, Any]:
+    args = (call.get("function") or {}).get("arguments")
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            return {}
+    return args if isinstance(args, dict) else {}
+
+
+def _user_wrote(content: Any) -> bool:
+    """A message the user wrote: text that is not only tool results or system reminders."""
+    if isinstance(content, str):
+        return bool(_REMINDER.sub("", content).strip())
+    if not isinstance(content, list):
+        return False
+    if any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
+        return False
+    return any(isinstance(b, dict) and (b.get("type") == "image" or b.get("type") == "image_url" or
+                                        isinstance(b.get("text"), str) and _REMINDER.sub("", b["text"]).strip())
+               for b in content)
+
+
+def _plan_mode(content: Any) -> bool | None:
+    """True or False when a user turn's reminders say plan mode is on or ended; None: silent."""
+    texts = [content] if isinstance(content, str) else [
+        b["text"] for b in content if isinstance(b, dict) and isinstance(b.get("text"), str)] \
+        if isinstance(content, list) else []
+    verdict = None
+    for text in texts:
+        if "plan mode" not in text.lower():
+            continue
+        for reminder in _REMINDER.findall(text):
+            if _PLAN_OFF.search(reminder):
+                verdict = False
+            elif _PLAN_ON.search(reminder):
+                verdict = True
+    return verdict
 
 
 def _prices(req: Request, ctx: Context) -> tuple[Price | None, Price | None] | None:

@@ -59,6 +59,9 @@ class LoopThread:
         self.thread.join(5)
 
 
+# The rules a stack routes by unless its test gives its own (tests/path_rules.yaml says why).
+E2E_RULES = yaml.safe_load((Path(__file__).parents[1] / "path_rules.yaml").read_text())["router"]["rules"]
+
 # Every Stack built in this test session, so conftest can check what their providers received.
 STACKS: list["Stack"] = []
 
@@ -100,6 +103,9 @@ class Stack:
         grpc = f"unix:{tmp / SOCKETS_DIR}/extproc.sock" if pod_layout else f"127.0.0.1:{self.grpc_port}"
         relay = f"unix:{tmp / SOCKETS_DIR}/relay.sock" if pod_layout else f"127.0.0.1:{free_port()}"
         admin_socket = tmp / ENVOY_ADMIN_DIR if pod_layout else tmp
+        extra = dict(extra_config or {})
+        router = dict(extra.pop("router", None) or {})
+        router.setdefault("rules", E2E_RULES)  # the paths' tests choose a route by the request's shape
         data = {
             "log_level": "info",
             "listen": {"grpc": grpc, "relay": relay, "admin": f"127.0.0.1:{self.admin_port}"},
@@ -108,7 +114,8 @@ class Stack:
                 "draft": {"base_url": urls[f"draft_{api}"], "model": models[api],
                           "format": formats[api], "api_key_file": str(self.key_file), "api_key_env": ""},
             } for api in ("anthropic", "openai")},
-            **(extra_config or {}),
+            "router": router,
+            **extra,
         }
         self.config_path = tmp / "config.yaml"
         self.config_path.write_text(yaml.safe_dump(data))

@@ -26,7 +26,9 @@ def test_replay_through_a_running_stack(stack, tmp_path, capsys):
     src = tmp_path / "calls.jsonl"
     with src.open("w") as f:
         write_jsonl(CALLS, f)
-    assert cli.main(["replay", str(src), "--target", stack.anthropic_url, "--json"]) == 0
+    # decided by the stack's own rules (tests/e2e/rules.yaml), so the two columns can agree
+    assert cli.main(["replay", str(src), "--config", str(stack.config_path), "--target", stack.anthropic_url,
+                     "--json"]) == 0
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [(r["path"], r["served_path"], r["status"]) for r in rows] == [
         ("skipped", "skipped", 200), ("cascade", "accepted", 200), ("skipped", "skipped", 200)]

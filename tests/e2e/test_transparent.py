@@ -19,6 +19,7 @@ from cascade_extproc import config as config_mod
 from cascade_extproc.config import Addr
 from cascade_extproc.deploy import certs, envoy_config
 from cascade_extproc.deploy.envoy_config import TransparentConfig
+from stack import E2E_RULES
 from transparent_net import (CAPTURE_RULE, ENVOY_UID, SERVER_UID, TEST_CA_NAME, TRANSPARENT_PORT, NetNs,
                              as_uid, make_test_pki, python, real_envoy_binary, require_netns, workdir)
 
@@ -45,6 +46,7 @@ def _config(work: Path) -> Path:
             "openai": {"strong": {"base_url": "http://127.0.0.1:18082/v1"},
                        "draft": {**draft, "base_url": "http://127.0.0.1:18082/v1", "format": "openai"}},
         },
+        "router": {"rules": E2E_RULES},  # the paths' tests choose a route by the request's shape
     }
     path = work / "config.yaml"
     path.write_text(yaml.safe_dump(data))

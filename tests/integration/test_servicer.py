@@ -1,6 +1,7 @@
 """The ext_proc server over real gRPC (no Envoy): what it tells Envoy for each path."""
 import asyncio
 import json
+from pathlib import Path
 
 import grpc
 import pytest
@@ -38,6 +39,10 @@ async def exchange(app, *messages):
         return out
 
 
+# The rules these tests route by unless they give their own (tests/path_rules.yaml says why).
+PATH_RULES = yaml.safe_load((Path(__file__).parents[1] / "path_rules.yaml").read_text())["router"]["rules"]
+
+
 def run(tmp_path, overrides, scenario, with_key=True):
     """Start sims + App on free ports, run `scenario(app, sims)`, tear down."""
     async def main():
@@ -50,7 +55,8 @@ def run(tmp_path, overrides, scenario, with_key=True):
                 "providers": {api: {"strong": {"base_url": s.url},
                                     "draft": {"base_url": s.url, "model": f"sim-draft-{api}",  # priced
                                               "api_key_file": str(key), "api_key_env": ""}}
-                              for api, s in sims.items()}}
+                              for api, s in sims.items()},
+                "router": {"rules": PATH_RULES}}  # a route chosen by the request's shape
         data = config._merge(data, overrides)
         path = tmp_path / "c.yaml"
         path.write_text(yaml.safe_dump(data))

@@ -177,6 +177,7 @@ SEEDS = [  # (file, line added, what the report must say)
     ("metering/metrics.py", "from cascade_extproc.metering import ledger",
      "import cycle: cascade_extproc.metering.ledger → cascade_extproc.metering.metrics"),
     ("newpart.py", "", "cascade_extproc.newpart: not in any layer of the map"),
+    ("actions.py", "from cascade_extproc.config import Config", "cascade_extproc.actions imports cascade_extproc.config"),
     ("cascade/run.py", "from opentelemetry import trace", "cascade_extproc.cascade.run imports opentelemetry: only"),
     ("actions.py", "from cascade_extproc.config import Config", "cascade_extproc.actions imports cascade_extproc.config"),
 ]

@@ -32,9 +32,9 @@ def requests_file(tmp_path):
 
 def test_route_file(capsys, requests_file):
     simple, complex_, bad = route(capsys, str(requests_file))
-    assert simple == {"line": 1, "path": "skipped", "rule": "short-user-text",
-                      "features": {"last_turn": "user_text", "last_turn_tokens": 2, "has_code": False,
-                                   "keywords": []}}
+    assert simple == {"line": 1, "path": "guarded", "rule": "user-message",
+                      "features": {"last_turn": "user_text", "last_turn_tokens": 2, "plan_mode": False,
+                                   "user_intent": []}}
     assert (complex_["line"], complex_["path"], complex_["rule"], complex_["features"]) == (
         3, "cascade", "complex-turn", {})
     assert (bad["line"], bad["path"], bad["rule"], bad["features"]) == (4, "direct", "unparsed-body", {})
@@ -43,7 +43,7 @@ def test_route_file(capsys, requests_file):
 
 def test_route_stdin(capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(LINES)))
-    assert [(r["line"], r["path"]) for r in route(capsys, "-")] == [(1, "skipped"), (3, "cascade"), (4, "direct")]
+    assert [(r["line"], r["path"]) for r in route(capsys, "-")] == [(1, "guarded"), (3, "cascade"), (4, "direct")]
 
 
 def test_route_openai_api(capsys, tmp_path):
@@ -51,7 +51,7 @@ def test_route_openai_api(capsys, tmp_path):
     p.write_text(json.dumps({"model": "gpt-4.1", "messages": [
         {"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "c", "content": "ok"}]}) + "\n")
     (out,) = route(capsys, str(p), "--api", "openai")
-    assert (out["path"], out["rule"]) == ("skipped", "tool-result-followup")
+    assert (out["path"], out["rule"]) == ("guarded", "tool-loop")  # no call before it: not known to follow a command
     assert out["features"]["last_turn"] == "tool_result"
 
 
@@ -89,4 +89,4 @@ def test_route_reads_replay_written_calls(tmp_path, capsys):
         "model": "claude-opus-4-6", "max_tokens": 10, "messages": [{"role": "user", "content": "thanks"}]}}) + "\n")
     assert cli.main(["route", str(src)]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert (out["request_id"], out["path"], out["rule"]) == ("req_9", "skipped", "short-user-text")
+    assert (out["request_id"], out["path"], out["rule"]) == ("req_9", "guarded", "user-message")

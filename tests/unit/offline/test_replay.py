@@ -1,6 +1,7 @@
 """`replay`: decisions, costs under them vs all-strong, the report and the JSON lines."""
 import io
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -13,9 +14,10 @@ USAGE = RecordedUsage(input_tokens=10, output_tokens=1000, cache_read_tokens=200
                       cache_write_1h_tokens=2000)
 
 
-def call(rid, messages, usage=USAGE, model="claude-opus-4-6"):
+def call(rid, messages, usage=USAGE, model="claude-opus-4-6", answer=()):
     return RecordedCall(rid, "s1", model, "2026-01-01T00:00:00Z",
-                        {"model": model, "max_tokens": 32000, "messages": messages, "stream": True}, usage, "t.jsonl")
+                        {"model": model, "max_tokens": 32000, "messages": messages, "stream": True}, usage, "t.jsonl",
+                        answer=tuple(answer))
 
 
 TOOL_RESULT = [{"role": "user", "content": "list"},
@@ -40,6 +42,92 @@ def at(rid, seconds, messages, read, write, out=100, inp=3, w1h=0, model="claude
 
 
 USER = [{"role": "user", "content": "Fix the failing test in the payment module"}]
+READ = {"type": "tool_use", "id": "r", "name": "Read", "input": {"file_path": "a.py"}}
+EDIT = {"type": "tool_use", "id": "e", "name": "Edit", "input": {"file_path": "a.py", "old_string": "a", "new_string": "b"}}
+BASH = {"type": "tool_use", "id": "b", "name": "Bash", "input": {"command": "pytest -q"}}
+WIPE = {"type": "tool_use", "id": "w", "name": "Bash", "input": {"command": "git reset --hard HEAD~3"}}
+TASK = {"type": "tool_use", "id": "t", "name": "Task", "input": {"prompt": "look", "subagent_type": "Explore"}}
+TEXT = {"type": "text", "text": "Done."}
+
+
+def rules(route):
+    """Tool results go `route`, the rest direct."""
+    return config.parse({"router": {"rules": [
+        {"name": "loop", "when": {"last_turn": "tool_result"}, "route": route}, {"name": "rest", "route": "direct"}]}})
+
+
+def answered(*answers):
+    """A thread: a user message, then one tool result a minute answered as given."""
+    calls = [at("u", 0, USER, read=10_000, write=5_000)]
+    for i, a in enumerate(answers, 1):
+        calls.append(replace(at(f"c{i}", 60 * i, TOOL_RESULT, read=15_000 + 1_000 * i, write=1_000), answer=(a,)))
+    return calls
+
+
+def test_every_row_carries_the_recorded_action():
+    rows = replay.plan(answered(READ, EDIT, BASH, WIPE, TASK, TEXT), rules("skipped"))
+    assert [(r.action, r.action_tool, r.destructive, r.risky) for r in rows[1:]] == [
+        ("read_only", "Read", False, False), ("file_edit", "Edit", False, True), ("shell", "Bash", False, False),
+        ("shell", "Bash", True, True), ("subagent", "Task", False, True), ("text", "", False, False)]
+    assert rows[0].action == ""  # no answer recorded
+    # all skipped: 3 risky (the edit, the destructive command, the subagent) of the 6 with an answer
+    assert replay.risky_skip_share(rows) == (3, 6)
+
+
+def test_a_guarded_row_is_priced_as_what_the_guard_does_with_its_recorded_action():
+    calls = answered(READ, EDIT, BASH, WIPE, TASK, TEXT)
+    guarded = replay.plan(calls, rules("guarded"))
+    skipped = replay.plan(calls, rules("skipped"))
+    cascaded = replay.plan(calls, rules("cascade"))
+    assert [r.priced_as for r in guarded[1:]] == ["skipped", "cascade", "skipped", "cascade", "cascade", "skipped"]
+    assert all(r.guarded for r in guarded[1:]) and guarded[0].guarded is None
+    # safe answers cost what a skip costs, risky ones what a cascade costs, call by call (the
+    # caches' state differs between plans after the first difference, so compare each alone)
+    for i, (a, kind) in enumerate([(READ, "skipped"), (EDIT, "cascade"), (TEXT, "skipped")]):
+        one = answered(a)
+        g, = replay.plan(one, rules("guarded"))[1:]
+        ref, = replay.plan(one, rules(kind))[1:]
+        assert g.cost_routed == pytest.approx(ref.cost_routed), kind
+        assert g.tokens == ref.tokens
+    # none of the guarded answers reaches the client unchecked if risky
+    assert replay.risky_skip_share(guarded) == (0, 3)
+    assert len(skipped) == len(cascaded) == len(guarded)
+
+
+def test_a_guarded_row_with_on_risky_direct_pays_the_draft_and_a_direct_call():
+    cfg = replace(rules("guarded"), guard=replace(CFG.guard, on_risky="direct"))
+    g, = replay.plan(answered(EDIT), cfg)[1:]
+    assert g.priced_as == "direct"
+    d, = replay.plan(answered(EDIT), rules("direct"))[1:]
+    s, = replay.plan(answered(EDIT), rules("skipped"))[1:]
+    assert g.cost_routed == pytest.approx(d.cost_routed + s.cost_routed)  # the draft asked, then the strong model
+
+
+def test_the_risky_set_comes_from_the_guard_config():
+    cfg = replace(rules("skipped"), guard=replace(CFG.guard, risky_actions=["file_edit"], text_is_risky=True,
+                                                  destructive_shell=False))
+    rows = replay.plan(answered(EDIT, WIPE, TASK, TEXT), cfg)
+    assert [r.risky for r in rows[1:]] == [True, False, False, True]
+
+
+def test_the_report_shows_the_path_mix_by_action_and_the_risky_skip_share():
+    calls = answered(READ, EDIT, BASH, TASK)
+    cfg = config.parse({"router": {"rules": [
+        {"name": "after-read", "when": {"prev_action": "read_only", "last_turn": "tool_result"}, "route": "skipped"},
+        {"name": "loop", "when": {"last_turn": "tool_result"}, "route": "guarded"},
+        {"name": "rest", "route": "direct"}]}})
+    rows = replay.plan(calls, cfg)
+    out = io.StringIO()
+    replay.report(rows, out, sources=1, accept_rate=0.7)
+    text = out.getvalue()
+    guarded = io.StringIO()
+    replay.report(replay.plan(calls, rules("guarded")), guarded, sources=1, accept_rate=0.7)
+    assert "guarded: served" in guarded.getvalue() and "guarded: verified" in guarded.getvalue()
+    assert "Risky-skip share: 0 of the 2 calls" in guarded.getvalue()
+    table = text[text.index("action "):]
+    assert "file_edit *" in table and "subagent *" in table
+    # every call answers an LS (read-only): all skipped; the Edit and the Task are risky
+    assert "Risky-skip share: 2 of the 4 calls the draft served alone" in text and ": 0.500." in text
 
 
 def test_a_skip_run_defers_its_writes_to_the_next_strong_call():
@@ -132,12 +220,13 @@ def test_unknown_prices_and_missing_usage_are_reported_not_guessed():
 
 
 def test_report_is_a_readable_table():
-    rows = replay.plan([call("a", TOOL_RESULT), call("b", COMPLEX)], CFG)
+    rows = replay.plan([call("a", TOOL_RESULT, answer=[READ]), call("b", COMPLEX, answer=[TEXT])], CFG)
     out = io.StringIO()
     replay.report(rows, out, sources=1, accept_rate=0.7)
     text = out.getvalue()
-    assert "path     calls  share  all-strong cost  routed cost" in text
-    assert "tool-result-followup" in text and "below all-strong" in text
+    assert "path             calls  share  all-strong cost  routed cost" in text
+    assert "guarded: served      1  50.0%" in text
+    assert "tool-loop" in text and "below all-strong" in text
     assert "priced from the cache model, all-strong and routed alike" in text and "as recorded" in text
 
 
@@ -155,10 +244,13 @@ def test_cli_write_then_replay_json(tmp_path, capsys):
     assert cli.main(["replay", str(src), "--json"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [(x["request_id"], x["path"], x["rule"]) for x in lines] == [
-        ("req_1", "skipped", "tool-result-followup"), ("req_2", "cascade", "complex-turn")]
+        ("req_1", "guarded", "tool-loop"), ("req_2", "cascade", "complex-turn")]
+    # no answer recorded: the action is unknown, and the guard is assumed to escalate
+    assert lines[0]["guarded"] is True and lines[0]["priced_as"] == "cascade" and lines[0]["action"] == ""
+    assert "guarded" not in lines[1]
     assert all(x["cost_all_strong"] > 0 and x["cost_routed"] > 0 for x in lines)
     # The simulated token split per provider: all-strong, and the routed plan's calls.
-    assert set(lines[0]["tokens"]) == {"all_strong", "draft"} and set(lines[1]["tokens"]) == {
+    assert set(lines[0]["tokens"]) == {"all_strong", "draft", "strong"} and set(lines[1]["tokens"]) == {
         "all_strong", "draft", "strong"}
     assert set(lines[1]["tokens"]["strong"]) == {"input", "cache_read", "cache_write_5m", "cache_write_1h", "output"}
 

@@ -75,7 +75,7 @@ def test_two_turn_chat(tmp_path):
         request={"model": "claude-test", "max_tokens": 32000, "stream": True,
                  "messages": [{"role": "user", "content": "hi"}]},
         usage=RecordedUsage(input_tokens=3, output_tokens=10, cache_read_tokens=70, cache_write_tokens=50),
-        source=str(path), thread="u1")
+        source=str(path), thread="u1", answer=(text("hello"),))
     assert calls[1].thread == "u1"  # the same conversation: its chain starts at the same line
     assert calls[1].request["messages"] == [
         {"role": "user", "content": "hi"},
@@ -100,6 +100,8 @@ def test_tool_loop_response_over_three_lines(tmp_path):
     calls = by_id(load(path))
     assert calls["r1"].usage.output_tokens == 40
     assert calls["r1"].timestamp == "t-a1"
+    # the recorded answer: every block of the response, over its three lines, in order
+    assert calls["r1"].answer == (text("Let me look."), tool_use(1), tool_use(2))
     assert calls["r2"].request["messages"] == [
         {"role": "user", "content": "do it"},
         {"role": "assistant", "content": [text("Let me look."), tool_use(1), tool_use(2)]},
@@ -303,7 +305,8 @@ def test_write_read_round_trip(tmp_path):
     assert back == [replace(c, source=str(out)) for c in calls] + [
         replace(calls[0], request_id="r3", usage=None, source=str(out))]
     first = json.loads(out.read_text(encoding="utf-8").splitlines()[0])
-    assert list(first) == ["request_id", "session_id", "thread", "model", "timestamp", "usage", "request"]
+    assert list(first) == ["request_id", "session_id", "thread", "model", "timestamp", "usage", "answer", "request"]
+    assert back[0].answer == (think("t"), text("é ✓"))  # the recorded answer survives the round trip
 
 
 def test_read_plain_request_bodies(tmp_path):

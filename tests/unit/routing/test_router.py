@@ -79,9 +79,9 @@ def test_unpriced_strong_model_is_never_cascaded():
         assert (d.route, d.rule, d.features) == (Route.DIRECT, "unpriced-model", {"priced": False})
     r, n = req([{"role": "user", "content": COMPLEX}], api=Api.OPENAI, model="gpt-6.2-sol")
     assert (ROUTER.decide(r, n).route, ROUTER.decide(r, n).rule) == (Route.CASCADE, "complex-turn")
-    # The skip rules come first: a short "thanks" is skipped whatever the model's price.
+    # The skip rules come first: a short "thanks" is guarded whatever the model's price.
     r, n = req([{"role": "user", "content": "thanks"}], api=Api.OPENAI, model="gpt-unknown-9")
-    assert ROUTER.decide(r, n).rule == "short-user-text"
+    assert ROUTER.decide(r, n).rule == "user-message"
     rules = [rule.name for rule in ROUTER.rules.rules]
     assert rules.index("unpriced-model") < rules.index("complex-turn")
 
@@ -95,6 +95,8 @@ def test_a_200k_token_openai_prompt_is_not_cascaded():
     for model in ("gpt-6.2-sol", "gpt-5.5", "gpt-6-astra"):
         r, n = req(history, api=Api.OPENAI, model=model)
         d = ROUTER.decide(r, n)
+        # a draft that has cached nothing of it would cost more than the strong model's cached read:
+        # no skip either (draft-cannot-save, before the skip rules); else the cascade's own rule
         assert d.route is Route.DIRECT and d.rule in ("draft-cannot-save", "cascade-cannot-save"), model
         assert d.all_features["cascade_saving"] < 0, model
 
@@ -118,21 +120,21 @@ def test_long_context_complex_turn_goes_direct_by_the_cost_rule():
 
 def test_default_paths():
     cases = {
-        "thanks": (Route.SKIPPED, "short-user-text"),
+        "thanks": (Route.GUARDED, "user-message"),
         "why is this slow?": (Route.CASCADE, "complex-turn"),  # short, but asks for reasoning
-        "fix the failing test": (Route.CASCADE, "complex-turn"),
+        "fix the failing test": (Route.GUARDED, "user-message"),  # an edit it leads to is verified
     }
     for text, expected in cases.items():
         r, n = req([{"role": "user", "content": text}])
         d = ROUTER.decide(r, n)
         assert (d.route, d.rule) == expected, text
     r, n = req(TOOL_LOOP)
-    assert ROUTER.decide(r, n).rule == "tool-result-followup"
+    assert ROUTER.decide(r, n).rule == "after-shell-command"  # Bash outranks Read: the step ran a command
     error_loop = TOOL_LOOP[:2] + [{"role": "user", "content": [
         {"type": "tool_result", "tool_use_id": "t1", "content": "Traceback...", "is_error": True},
         {"type": "tool_result", "tool_use_id": "t2", "content": "x"}]}]
     r, n = req(error_loop)
-    assert ROUTER.decide(r, n).route is Route.CASCADE  # a failed tool: the strong model looks
+    assert ROUTER.decide(r, n).route is Route.GUARDED  # a failed tool: the draft's answer is checked
 
 
 def test_list_feature_operators():
@@ -181,3 +183,26 @@ def test_long_last_turn_is_classified_by_its_head_and_tail():
     assert f["has_code"] is True  # code at the end
     f = features([{"role": "user", "content": filler + "why does it fail" + filler}])
     assert f["keywords"] == []  # the middle of a huge paste is not scanned
+
+
+def test_a_skip_that_would_let_the_strong_cache_go_cold_goes_direct():
+    # A command ran (the skip rule would take it), but the strong model last saw the conversation
+    # 58 minutes ago with a 1-hour cache and turns come every 5 minutes: skipped, the next strong
+    # call would write the whole prefix again. Going strong now reads it and keeps it warm.
+    from cascade_extproc.metering.cache import Conversation
+    loop = [{"role": "user", "content": "run the tests"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Bash",
+                                               "input": {"command": "pytest"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]}]
+    r, n = req(loop)
+
+    def conv(seen_at):
+        c = Conversation()
+        c.strong.saw(seen_at, "claude-opus-4-6", 100_000, 3600.0, context=100_000)
+        c.pace_s = 300.0
+        return c
+    fresh = ROUTER.decide(r, n, now=10_000.0, conversation=conv(10_000.0 - 600))
+    assert (fresh.route, fresh.rule) == (Route.SKIPPED, "after-shell-command")
+    late = ROUTER.decide(r, n, now=10_000.0, conversation=conv(10_000.0 - 3480))
+    assert (late.route, late.rule) == (Route.DIRECT, "draft-cannot-save")
+    assert late.features["skip_saving"] < 0

@@ -8,7 +8,7 @@ import yaml
 
 from cascade_extproc import config
 from cascade_extproc.config import ConfigError
-from cascade_extproc.routing.features import extract
+from cascade_extproc.routing.features import Context, compile_keywords, extract
 from cascade_extproc.routing.rules import RuleSet
 from cascade_extproc.types import Api, Decision, Request, Route
 
@@ -28,14 +28,20 @@ def feats(req: Request) -> dict:
 DEFAULT_RULES = RuleSet.from_config(config.load().router.rules)
 
 
+DEFAULT_CTX = Context(keywords=compile_keywords(config.load().router.keywords))
+
+
 def decide_default(req: Request) -> Decision:
-    return DEFAULT_RULES.decide(feats(req))
+    return DEFAULT_RULES.decide(extract(req, len(json.dumps(req.body)), DEFAULT_CTX))
 
 
 LONG_TASK = ("Please refactor the payment service so that retries use exponential backoff, "
              "add structured logging around every external call, and explain the trade-offs "
              "of idempotency keys versus at-least-once delivery for our webhook consumers.")
 TOOL_USE = {"type": "tool_use", "id": "toolu_1", "name": "read_file", "input": {"path": "a.py"}}
+BASH = {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "pytest -q"}}
+OK = [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]
+PLAN = "<system-reminder>Plan mode is active. You MUST NOT make any edits.</system-reminder>"
 
 
 # --- features: Anthropic -------------------------------------------------------------------
@@ -181,20 +187,31 @@ def test_openai_tools_and_thinking():
     (o_req([{"role": "user", "content": LONG_TASK}], tool_choice="required"), Route.DIRECT, "forced-tool-choice"),
     (a_req([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Sure"}]),
      Route.DIRECT, "unknown-last-turn"),
+    # after a command that succeeded: skipped (the next step is rarely an edit)
+    (a_req([{"role": "user", "content": "go"}, {"role": "assistant", "content": [BASH]},
+            {"role": "user", "content": OK}]), Route.SKIPPED, "after-shell-command"),
+    (o_req([{"role": "user", "content": "go"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "c", "type": "function", "function": {"name": "shell", "arguments": '{"command": "ls"}'}}]},
+            {"role": "tool", "tool_call_id": "c", "content": "ok"}]), Route.SKIPPED, "after-shell-command"),
+    # any other step of a tool loop is guarded: after a read, a huge command output, a failure
     (a_req([{"role": "user", "content": "go"}, {"role": "assistant", "content": [TOOL_USE]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]}]),
-     Route.SKIPPED, "tool-result-followup"),
+            {"role": "user", "content": OK}]), Route.GUARDED, "tool-loop"),
     (o_req([{"role": "user", "content": "go"}, {"role": "tool", "tool_call_id": "c", "content": "ok"}]),
-     Route.SKIPPED, "tool-result-followup"),
-    (a_req([{"role": "user", "content": "thanks!"}]), Route.SKIPPED, "short-user-text"),
-    (a_req([{"role": "user", "content": "```x```"}]), Route.CASCADE, "complex-turn"),  # short but code
-    (a_req([{"role": "user", "content": LONG_TASK}]), Route.CASCADE, "complex-turn"),
-    (a_req([{"role": "user", "content": "go"}, {"role": "assistant", "content": [TOOL_USE]},
+     Route.GUARDED, "tool-loop"),  # no assistant turn before it: not known to follow a command
+    (a_req([{"role": "user", "content": "go"}, {"role": "assistant", "content": [BASH]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "x" * 9000}]}]),
-     Route.CASCADE, "complex-turn"),  # a huge tool result is not a cheap follow-up
-    (a_req([{"role": "user", "content": "go"}, {"role": "assistant", "content": [TOOL_USE]},
+     Route.GUARDED, "tool-loop"),
+    (a_req([{"role": "user", "content": "go"}, {"role": "assistant", "content": [BASH]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "boom",
-                                          "is_error": True}]}]),
+                                          "is_error": True}]}]), Route.GUARDED, "tool-loop"),
+    # what the user wrote: guarded, unless long, a planning question, or in plan mode
+    (a_req([{"role": "user", "content": "thanks!"}]), Route.GUARDED, "user-message"),
+    (a_req([{"role": "user", "content": "```x```"}]), Route.GUARDED, "user-message"),
+    (a_req([{"role": "user", "content": "fix the failing test in a.py"}]), Route.GUARDED, "user-message"),
+    (a_req([{"role": "user", "content": LONG_TASK}]), Route.CASCADE, "complex-turn"),  # refactor, trade-offs
+    (a_req([{"role": "user", "content": "word " * 1000}]), Route.CASCADE, "complex-turn"),  # a long paste
+    (a_req([{"role": "user", "content": [{"type": "text", "text": PLAN}, {"type": "text", "text": "add a cache"}]}]),
      Route.CASCADE, "complex-turn"),
 ])
 def test_default_rules(req, route, rule):
@@ -204,7 +221,7 @@ def test_default_rules(req, route, rule):
 
 def test_decision_reports_only_the_features_its_rule_used():
     d = decide_default(a_req([{"role": "user", "content": "thanks!"}]))
-    assert d.features == {"last_turn": "user_text", "last_turn_tokens": 2, "has_code": False, "keywords": []}
+    assert d.features == {"last_turn": "user_text", "last_turn_tokens": 2, "plan_mode": False, "user_intent": []}
 
 
 def test_first_match_wins():
@@ -222,7 +239,7 @@ def test_first_match_wins():
 def test_changing_a_rule_in_a_config_file_changes_the_decision(tmp_path):
     req = a_req([{"role": "user", "content": "thanks!"}])
     before = decide_default(req)
-    assert (before.route, before.rule) == (Route.SKIPPED, "short-user-text")
+    assert (before.route, before.rule) == (Route.GUARDED, "user-message")
 
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({"router": {"rules": [
@@ -306,7 +323,7 @@ def test_missing_feature_value_is_a_non_match_not_a_crash():
 
 def test_no_rule_matched_is_direct():
     d = one_rule({"api": "openai"}).decide(feats(a_req([{"role": "user", "content": "hi"}])))
-    assert d == Decision(Route.DIRECT, "no-rule-matched", {})
+    assert (d.route, d.rule, d.features) == (Route.DIRECT, "no-rule-matched", {})  # all_features: every one
     assert RuleSet.from_config([]).decide({"api": "anthropic"}).rule == "no-rule-matched"
 
 
