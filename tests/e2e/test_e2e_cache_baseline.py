@@ -49,6 +49,10 @@ def test_a_skipped_run_then_a_strong_call_is_metered_and_baselined_as_the_model_
         raw = client.messages.with_raw_response.create(**body)
         paths.append(raw.headers["x-cascade-path"])
         history.append(as_history(raw.parse()))
+        # One turn settled before the next: a direct answer's usage comes with Envoy's access
+        # log (batched, up to 0.1 s later), and the conversation's caches settle in the order
+        # records finish (docs/metrics.md says what an overtaking turn does to the baselines).
+        assert len(request_lines(stack, turn + 1)) == turn + 1
     assert paths == ["direct", "skipped", "skipped", "direct"]
     # In request order: a direct answer's line comes with Envoy's access log, up to 0.1 s later.
     lines = sorted(request_lines(stack, 4), key=lambda x: x["request_id"])
