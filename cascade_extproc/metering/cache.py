@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cascade_extproc.config import ConfigError
-from cascade_extproc.metering.prices import Price
+from cascade_extproc.metering.prices import Price, pattern_items
 from cascade_extproc.types import Path, Usage
 
 FIVE_MINUTES = 300.0  # Anthropic's default cache lifetime
@@ -60,18 +60,8 @@ class CacheTable:
 
     @classmethod
     def from_config(cls, data: Any, key: str = "pricing.caches") -> "CacheTable":
-        if not isinstance(data, list):
-            raise ConfigError(key, "expected a list of {match, mode, ttl_s}")
         entries = []
-        for i, item in enumerate(data):
-            k = f"{key}[{i}]"
-            if not isinstance(item, dict):
-                raise ConfigError(k, "expected a mapping")
-            for name in item:
-                if name not in ("match", "mode", "ttl_s"):
-                    raise ConfigError(f"{k}.{name}", "unknown key")
-            if not isinstance(item.get("match"), str) or not item["match"]:
-                raise ConfigError(f"{k}.match", "required: a model name or pattern such as claude-*")
+        for k, item in pattern_items(data, key, ("mode", "ttl_s"), "{match, mode, ttl_s}", "claude-*"):
             if item.get("mode") not in tuple(Mode):
                 raise ConfigError(f"{k}.mode", "one of explicit, automatic")
             ttl = item.get("ttl_s")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from cascade_extproc.config import ConfigError
 from cascade_extproc.types import Path, Usage
@@ -34,6 +34,24 @@ class Price:
                             + u.cache_read_tokens * self.cache_read)
 
 
+def pattern_items(data: Any, key: str, fields: tuple[str, ...], shape: str,
+                  example: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(key, item) of each entry of a model-pattern table (`pricing.models`, `pricing.caches`): a
+    list of mappings, each with a `match` pattern and only the given fields, checked here."""
+    if not isinstance(data, list):
+        raise ConfigError(key, f"expected a list of {shape}")
+    for i, item in enumerate(data):
+        k = f"{key}[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(k, "expected a mapping")
+        for name in item:
+            if name not in ("match", *fields):
+                raise ConfigError(f"{k}.{name}", "unknown key")
+        if not isinstance(item.get("match"), str) or not item["match"]:
+            raise ConfigError(f"{k}.match", f"required: a model name or pattern such as {example}")
+        yield k, item
+
+
 class PriceTable:
     """Ordered (pattern, price) pairs; the first fnmatch-style pattern matching a model wins."""
 
@@ -42,18 +60,9 @@ class PriceTable:
 
     @classmethod
     def from_config(cls, data: Any, key: str = "pricing.models") -> "PriceTable":
-        if not isinstance(data, list):
-            raise ConfigError(key, "expected a list of {match, input, output, cache_write, cache_read}")
         entries = []
-        for i, item in enumerate(data):
-            k = f"{key}[{i}]"
-            if not isinstance(item, dict):
-                raise ConfigError(k, "expected a mapping")
-            for name in item:
-                if name not in ("match", *_FIELDS):
-                    raise ConfigError(f"{k}.{name}", "unknown key")
-            if not isinstance(item.get("match"), str) or not item["match"]:
-                raise ConfigError(f"{k}.match", "required: a model name or pattern such as claude-opus-4-*")
+        for k, item in pattern_items(data, key, _FIELDS, "{match, input, output, cache_write, cache_read}",
+                                     "claude-opus-4-*"):
             values = {}
             for name in _FIELDS:
                 v = item.get(name)
